@@ -1,0 +1,78 @@
+"""`edge-deploy`: the controller's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from edge_deploy import __version__
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from edge_deploy.sim import DEFAULT_MIX, Fleet, SimError
+
+    console = Console()
+    fleet = Fleet(args.fleet)
+    try:
+        if args.sim_command == "up":
+            mix = tuple(args.profiles.split(",")) if args.profiles else DEFAULT_MIX
+            with console.status("starting %d simulated robots" % args.robots):
+                fleet.up(args.robots, mix)
+            console.print("inventory: %s" % fleet.inventory)
+            rows = fleet.status()
+        elif args.sim_command == "down":
+            console.print("removed %d simulated robots" % fleet.down())
+            return 0
+        else:
+            rows = fleet.status()
+    except SimError as exc:
+        console.print("[red]error:[/red] %s" % exc)
+        return 1
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="simulated fleet %r" % args.fleet)
+    for column in ("robot", "group", "profile", "ssh", "state"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["group"], row["profile"], "127.0.0.1:%d" % row["port"], row["state"])
+    console.print(table)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from edge_deploy.demo import run_demo
+
+    return run_demo(robots=args.robots)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-deploy", description=__doc__)
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sim = commands.add_parser("sim", help="start, stop or list the simulated Jetson fleet")
+    sim.add_argument("sim_command", choices=("up", "down", "status"))
+    sim.add_argument("--fleet", default="sim", help="fleet name (default: sim, inventory in inventory/sim)")
+    sim.add_argument("--robots", type=int, default=6, help="how many robots (default 6)")
+    sim.add_argument("--profiles", help="comma-separated profile mix (default: Orin Nano, NX, AGX)")
+    sim.add_argument("--json", action="store_true", help="print the fleet as JSON")
+    sim.set_defaults(func=_sim)
+
+    demo = commands.add_parser("demo", help="the main job on the simulated fleet, with a report")
+    demo.add_argument("--robots", type=int, default=6)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The simulated Jetson fleet: podman containers that behave like robots.
+
+Each robot is a container running systemd as PID 1, sshd published on a
+loopback port, and the Jetson userland simulators of one profile
+(tests/sim/profiles). The fleet gets its own SSH key and known_hosts file, and
+an Ansible inventory grouped like production (orin_nano_robots, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from edge_deploy import paths
+
+LABEL = "io.edge-deploy.sim-fleet"
+DEFAULT_MIX = ("orin-nano-8gb-jp512", "orin-nx-16gb-jp60", "agx-orin-64gb-jp62")
+ROBOT_USER = "nvidia"
+
+
+class SimError(RuntimeError):
+    """A simulated-fleet operation failed; the message says what to do."""
+
+
+@dataclass
+class Robot:
+    name: str
+    profile: str
+    group: str
+    port: int
+    container: str
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("CONTAINERS_CONF", str(paths.CONTAINERS_CONF))
+    return env
+
+
+def podman(*args: str, check: bool = True, input_text: str | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:
+    try:
+        result = subprocess.run(["podman", *args], capture_output=True, text=True, env=_env(),
+                                input=input_text, timeout=timeout)
+    except FileNotFoundError as exc:
+        raise SimError("podman is not installed: run `make setup` (or scripts/setup) as root") from exc
+    if check and result.returncode != 0:
+        raise SimError("podman %s failed: %s" % (" ".join(args[:2]), result.stderr.strip()))
+    return result
+
+
+def image_tag() -> str:
+    return subprocess.run([str(paths.SIM_DIR / "build-image"), "--tag"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def profiles() -> dict:
+    found = {}
+    for path in sorted(paths.SIM_PROFILES.glob("*.json")):
+        data = json.loads(path.read_text())
+        found[data["name"]] = data
+    return found
+
+
+def image_for(profile: str, tag: str | None = None) -> str:
+    return "localhost/edge-sim-jetson:%s-%s" % (profile, tag or image_tag())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Fleet:
+    """A named fleet of simulated robots and the files that reach it."""
+
+    def __init__(self, name: str = "sim", state_dir: Path | None = None,
+                 inventory_dir: Path | None = None):
+        self.name = name
+        self.state_dir = state_dir or paths.SIM_STATE / name
+        if inventory_dir is None:
+            inventory_dir = paths.SIM_INVENTORY if name == "sim" else self.state_dir / "inventory"
+        self.inventory_dir = inventory_dir
+        self.key = self.state_dir / "id_ed25519"
+        self.known_hosts = self.state_dir / "known_hosts"
+        self.record = self.state_dir / "fleet.json"
+
+    @property
+    def inventory(self) -> Path:
+        return self.inventory_dir / "hosts.yml"
+
+    # -- lifecycle ---------------------------------------------------------
+    def robots(self) -> list[Robot]:
+        if not self.record.exists():
+            return []
+        return [Robot(**item) for item in json.loads(self.record.read_text())]
+
+    def plan(self, count: int, mix: Sequence[str] = DEFAULT_MIX) -> list[tuple[str, str]]:
+        known = profiles()
+        unknown = [name for name in mix if name not in known]
+        if unknown:
+            raise SimError("unknown simulated profile(s) %s; known: %s"
+                           % (", ".join(unknown), ", ".join(sorted(known))))
+        if count < 1:
+            raise SimError("a fleet needs at least one robot (got %d)" % count)
+        chosen = [mix[index % len(mix)] for index in range(count)]
+        numbers: dict = {}
+        named = []
+        for profile in sorted(chosen, key=mix.index):
+            short = known[profile]["short_name"]
+            numbers[short] = numbers.get(short, 0) + 1
+            named.append(("%s-%02d" % (short, numbers[short]), profile))
+        return named
+
+    def up(self, count: int = 6, mix: Sequence[str] = DEFAULT_MIX, timeout: float = 90) -> list[Robot]:
+        """Start `count` robots (replacing this fleet's old ones) and write the inventory."""
+        self.down()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_key()
+        tag = image_tag()
+        known = profiles()
+        missing = sorted({p for _, p in self.plan(count, mix)
+                          if podman("image", "exists", image_for(p, tag), check=False).returncode})
+        if missing:
+            raise SimError("simulated Jetson image(s) missing for %s: run tests/sim/build-image "
+                           "(or make setup)" % ", ".join(missing))
+        robots = []
+        for host, profile in self.plan(count, mix):
+            robot = Robot(name=host, profile=profile, group=known[profile]["inventory_group"],
+                          port=_free_port(), container="edge-%s-%s" % (self.name, host))
+            podman("run", "--detach", "--name", robot.container, "--hostname", host,
+                   "--systemd=always", "--cap-add", "NET_ADMIN",
+                   "--label", "%s=%s" % (LABEL, self.name),
+                   "--publish", "127.0.0.1:%d:22" % robot.port, image_for(profile, tag))
+            robots.append(robot)
+        self.record.write_text(json.dumps([asdict(r) for r in robots], indent=2) + "\n")
+        public_key = self.key.with_suffix(".pub").read_text()
+        with ThreadPoolExecutor(max_workers=len(robots)) as pool:
+            list(pool.map(lambda r: self._ready(r, public_key, timeout), robots))
+        self._write_known_hosts(robots, timeout)
+        self.write_inventory(robots)
+        return robots
+
+    def down(self) -> int:
+        names = podman("ps", "--all", "--filter", "label=%s=%s" % (LABEL, self.name),
+                       "--format", "{{.Names}}").stdout.split()
+        if names:
+            podman("rm", "--force", "--time", "2", *names, timeout=300)
+        for path in (self.record, self.known_hosts, self.inventory):
+            if path.exists():
+                path.unlink()
+        return len(names)
+
+    def status(self) -> list[dict]:
+        running = {}
+        for line in podman("ps", "--all", "--filter", "label=%s=%s" % (LABEL, self.name),
+                           "--format", "{{.Names}} {{.State}}").stdout.splitlines():
+            container, state = line.split(None, 1)
+            running[container] = state
+        return [dict(asdict(robot), state=running.get(robot.container, "missing"))
+                for robot in self.robots()]
+
+    # -- helpers -----------------------------------------------------------
+    def _ensure_key(self) -> None:
+        if not self.key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C",
+                            "edge-deploy-sim-%s" % self.name, "-f", str(self.key)], check=True)
+
+    def _ready(self, robot: Robot, public_key: str, timeout: float) -> None:
+        user = ROBOT_USER
+        podman("exec", "-i", robot.container, "sh", "-ec",
+               f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh; "
+               f"cat > /home/{user}/.ssh/authorized_keys; "
+               f"chown {user}:{user} /home/{user}/.ssh/authorized_keys; "
+               f"chmod 0600 /home/{user}/.ssh/authorized_keys",
+               input_text=public_key)
+        result = podman("exec", robot.container, "timeout", str(int(timeout)),
+                        "systemctl", "is-system-running", "--wait", check=False, timeout=timeout + 10)
+        state = result.stdout.strip()
+        if state not in ("running", "degraded"):
+            raise SimError("robot %s did not boot (systemd says %r); see `podman logs %s`"
+                           % (robot.name, state, robot.container))
+
+    def _write_known_hosts(self, robots: Iterable[Robot], timeout: float) -> None:
+        lines = []
+        for robot in robots:
+            deadline = time.monotonic() + timeout
+            while True:
+                scan = subprocess.run(["ssh-keyscan", "-T", "3", "-t", "ed25519", "-p", str(robot.port),
+                                       "127.0.0.1"], capture_output=True, text=True)
+                keys = [line for line in scan.stdout.splitlines() if line and not line.startswith("#")]
+                if keys:
+                    lines.extend(keys)
+                    break
+                if time.monotonic() > deadline:
+                    raise SimError("robot %s: sshd on 127.0.0.1:%d does not answer"
+                                   % (robot.name, robot.port))
+                time.sleep(0.5)
+        self.known_hosts.write_text("\n".join(lines) + "\n")
+
+    def write_inventory(self, robots: Iterable[Robot]) -> Path:
+        children: dict = {}
+        for robot in robots:
+            hosts = children.setdefault(robot.group, {"hosts": {}})["hosts"]
+            hosts[robot.name] = {"ansible_port": robot.port, "edge_sim_profile": robot.profile,
+                                 "edge_sim_container": robot.container}
+        inventory = {
+            "all": {
+                "vars": {
+                    "ansible_host": "127.0.0.1",
+                    "ansible_user": ROBOT_USER,
+                    "ansible_become": True,
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "ansible_ssh_private_key_file": str(self.key),
+                    "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes "
+                                               "-o IdentitiesOnly=yes" % self.known_hosts,
+                    "edge_sim_fleet": self.name,
+                },
+                "children": children,
+            }
+        }
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        header = "# Written by `edge-deploy sim up` for the simulated fleet %r; do not edit.\n" % self.name
+        self.inventory.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+        group_vars = self.inventory_dir / "group_vars"
+        if self.inventory_dir != paths.SIM_INVENTORY and not group_vars.exists():
+            group_vars.symlink_to(paths.SIM_INVENTORY / "group_vars")
+        return self.inventory
