@@ -1,0 +1,61 @@
+# Edge Deploy tasks. `make demo` and `make test` do all their own set-up.
+SHELL := /bin/bash
+VENV := $(CURDIR)/.venv
+export PATH := $(VENV)/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/tests/sim/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_FORCE_COLOR ?= 0
+SIM_TAG = $(shell tests/sim/build-image --tag)
+SIM_BASE_TAG = $(shell tests/sim/build-image --base-tag)
+MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+
+.PHONY: help setup demo test lint unit molecule fleet bench sim-up sim-down clean
+
+help:
+	@echo "make demo      set up, start the simulated fleet, provision it, print the report"
+	@echo "make test      set up, then lint, unit tests, molecule scenarios and fleet tests"
+	@echo "make setup     apt packages, .venv, collections check, simulated Jetson images"
+	@echo "make lint      yamllint, ansible-lint (production profile), ruff"
+	@echo "make unit      pytest unit tests (no containers)"
+	@echo "make molecule  every molecule scenario (MOLECULE_SCENARIOS=... to pick)"
+	@echo "make fleet     fleet tests over real SSH against simulated robots"
+	@echo "make bench     engine_builder benchmark (numbers and a plot under reports/bench)"
+	@echo "make sim-up / sim-down   start or remove the simulated fleet"
+
+setup:
+	@scripts/setup
+
+demo: setup
+	edge-deploy demo
+
+test: setup
+	@scripts/run-tests
+
+lint:
+	yamllint --strict .
+	ansible-lint
+	ruff check .
+
+unit:
+	pytest -n 2 --ignore=tests/fleet tests
+
+molecule:
+	@set -e; for scenario in $(MOLECULE_SCENARIOS); do \
+	  echo "== molecule test -s $$scenario"; \
+	  EDGE_SIM_TAG=$(SIM_TAG) EDGE_SIM_BASE_TAG=$(SIM_BASE_TAG) molecule test -s $$scenario; \
+	done
+
+fleet:
+	pytest tests/fleet
+
+bench: setup
+	python benchmarks/engine_builder_bench.py
+
+sim-up: setup
+	edge-deploy sim up
+
+sim-down:
+	edge-deploy sim down
+
+clean: sim-down
+	rm -rf .sim reports .pytest_cache .ruff_cache
