@@ -73,7 +73,8 @@ class PlaybookRun:
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory) -> FleetRun:
     state = tmp_path_factory.mktemp("fleet")
-    fleet = Fleet("test", state_dir=state, inventory_dir=state / "inventory")
+    # A name of its own per run, so parallel runs on one machine never share robots.
+    fleet = Fleet("t%d" % os.getpid(), state_dir=state, inventory_dir=state / "inventory")
     fleet.up(len(FLEET_MIX), FLEET_MIX)
     try:
         yield FleetRun(fleet)
