@@ -28,7 +28,8 @@ def run_demo(robots: int = 6) -> int:
     console.print("fleet up: %d robots in %.1f s, inventory %s"
                   % (robots, time.monotonic() - started, fleet.inventory.relative_to(paths.REPO)))
 
-    result = run_playbook(paths.PLAYBOOKS / "site.yml", fleet.inventory, title="site.yml on the simulated fleet")
+    result = run_playbook(paths.PLAYBOOKS / "site.yml", fleet.inventory,
+                          title="site.yml on the simulated fleet")
     report = {"fleet": fleet.name, "playbook": "playbooks/site.yml", "status": result.status,
               "duration_s": round(time.monotonic() - started, 1), "robots": {}}
     table = Table(title="Edge Deploy report: simulated fleet (simulated Jetsons, not device figures)")

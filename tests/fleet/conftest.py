@@ -35,7 +35,7 @@ class FleetRun:
     def supported(self) -> str:
         return "orin_nano_robots:orin_nx_robots:agx_orin_robots"
 
-    def playbook(self, playbook: str, *args: str, check: bool = False) -> "PlaybookRun":
+    def playbook(self, playbook: str, *args: str, check: bool = False) -> PlaybookRun:
         env = dict(os.environ, ANSIBLE_CONFIG=str(paths.REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                    ANSIBLE_NOCOLOR="1")
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -43,7 +43,8 @@ class FleetRun:
         result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=paths.REPO, timeout=900)
         run = PlaybookRun(result)
         if check and result.returncode != 0:
-            raise AssertionError("%s failed (rc=%d):\n%s" % (playbook, result.returncode, result.stdout[-6000:]))
+            raise AssertionError("%s failed (rc=%d):\n%s"
+                                 % (playbook, result.returncode, result.stdout[-6000:]))
         return run
 
     def ansible(self, pattern: str, module: str, args: str = "") -> subprocess.CompletedProcess:

@@ -8,8 +8,9 @@ import re
 import pytest
 
 # Recorded on real devices (FACTS.md).
-REAL_TEGRASTATS_JP6 = ("09-04-2026 19:40:46 RAM 1803/7486MB (lfb 8x4MB) CPU [66%@1510,2%@1510] EMC_FREQ 1%@2133 "
-                       "GR3D_FREQ 4%@[305] cpu@48C VDD_IN 4832mW/4832mW VDD_CPU_GPU_CV 1236mW/1236mW")
+REAL_TEGRASTATS_JP6 = ("09-04-2026 19:40:46 RAM 1803/7486MB (lfb 8x4MB) CPU [66%@1510,2%@1510] "
+                       "EMC_FREQ 1%@2133 GR3D_FREQ 4%@[305] cpu@48C VDD_IN 4832mW/4832mW "
+                       "VDD_CPU_GPU_CV 1236mW/1236mW")
 REAL_RELEASE_JP512 = ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
                       "DATE: Tue Aug  1 19:57:35 UTC 2023")
 
@@ -42,7 +43,7 @@ def test_tegrastats_prints_the_release_format_at_the_interval(fleet, robot):
         assert TEGRASTATS[ROBOT_FORMAT[robot]].match(line), line
 
 
-@pytest.mark.parametrize("robot", sorted(ROBOT_FORMAT) + ["xavier-01"])
+@pytest.mark.parametrize("robot", [*sorted(ROBOT_FORMAT), "xavier-01"])
 def test_release_file_and_l4t_package_agree(fleet, robot):
     first = fleet.exec(robot, "head", "-n1", "/etc/nv_tegra_release").stdout.strip()
     match = RELEASE.match(first)

@@ -83,7 +83,8 @@ def test_cuda_version_from_json_and_txt(tmp_path):
 
 def test_gather_on_a_plain_linux_host(tmp_path):
     params = {"release_file": str(tmp_path / "nv_tegra_release"), "device_tree_path": str(tmp_path / "dt"),
-              "boot_control_file": str(tmp_path / "nv_boot_control.conf"), "cuda_path": str(tmp_path / "cuda")}
+              "boot_control_file": str(tmp_path / "nv_boot_control.conf"),
+              "cuda_path": str(tmp_path / "cuda")}
     info = jetson_info.gather(params, lambda argv: (0, "bash\t5.2.15-2\tii \n", ""))
     assert info["is_jetson"] is False
     assert info["l4t"] is None

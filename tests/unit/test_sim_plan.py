@@ -15,7 +15,7 @@ def test_default_mix_names_robots_per_class():
 
 
 def test_unknown_profile_is_refused_with_the_known_ones():
-    with pytest.raises(sim.SimError, match="unknown simulated profile.*orin-nx-16gb-jp60"):
+    with pytest.raises(sim.SimError, match=r"unknown simulated profile.*orin-nx-16gb-jp60"):
         sim.Fleet("unit").plan(2, ("orin-nx-99",))
 
 
