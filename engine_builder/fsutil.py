@@ -37,10 +37,18 @@ def atomic_path(destination: PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         if not tmp.exists() or tmp.stat().st_size == 0:
             raise OSError("nothing was written to %s" % tmp)
+        # mkstemp creates 0600; give the file the mode a plain open() would (services must read engines)
+        os.chmod(str(tmp), 0o666 & ~_umask())
         os.replace(str(tmp), str(dest))
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(destination: PathLike, data: bytes) -> None:

@@ -41,6 +41,8 @@ def session_options(level: str = "all", threads: int = 0):
     }[level]
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    # Artifacts are ONNX whatever their name: without this a path ending in .ort is read as ORT format.
+    opts.add_session_config_entry("session.load_model_format", "ONNX")
     return opts
 
 
