@@ -65,6 +65,7 @@ class OnnxRuntimeRunner(Runner):
             providers=["CPUExecutionProvider"],
         )
         self._outputs = [o.name for o in self.session.get_outputs()]
+        self._run = self.session.run  # bound once: infer() sits in every timed loop
 
     def deactivate(self) -> None:
         self.session = None
@@ -76,7 +77,7 @@ class OnnxRuntimeRunner(Runner):
         return _specs(self.session.get_outputs())
 
     def infer(self, feed: Dict[str, Any]) -> Dict[str, Any]:
-        return dict(zip(self._outputs, self.session.run(self._outputs, feed)))
+        return dict(zip(self._outputs, self._run(self._outputs, feed)))
 
 
 class OnnxRuntimeBackend(Backend):

@@ -305,3 +305,122 @@ def install(monkeypatch, version: str, **scenario: Any) -> FakeModule:
     fake = FakeModule(version, **scenario)
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     return fake
+
+
+# --------------------------------------------------------------------------- runtime side
+class DataType(enum.IntEnum):
+    FLOAT = 0
+    HALF = 1
+    INT8 = 2
+    INT32 = 3
+
+
+def _nptype(dtype: DataType):
+    import numpy as np
+
+    return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8}[dtype]
+
+
+class FakeCuda:
+    """TEST DOUBLE of the CUDA runtime wrapper: device memory is numpy byte arrays keyed by address."""
+
+    def __init__(self) -> None:
+        self.memory: Dict[int, Any] = {}
+        self.freed: List[int] = []
+        self.streams: List[int] = []
+        self._next = 0x1000
+
+    def malloc(self, nbytes: int) -> int:
+        import numpy as np
+
+        self._next += 0x1000
+        self.memory[self._next] = np.zeros(nbytes, dtype=np.uint8)
+        return self._next
+
+    def free(self, ptr: int) -> None:
+        self.freed.append(ptr)
+        del self.memory[ptr]
+
+    def htod(self, dst: int, array: Any) -> None:
+        raw = array.reshape(-1).view("uint8")
+        self.memory[dst][: raw.size] = raw
+
+    def dtoh(self, array: Any, src: int) -> None:
+        raw = array.reshape(-1).view("uint8")
+        raw[:] = self.memory[src][: raw.size]
+
+    def stream_create(self) -> int:
+        self.streams.append(77)
+        return 77
+
+    def stream_synchronize(self, stream: int) -> None:
+        assert stream == 77
+
+    def stream_destroy(self, stream: int) -> None:
+        self.streams.remove(stream)
+
+
+def add_runtime(fake: FakeModule, cuda: FakeCuda) -> None:
+    """Engine loading and execution: the fake engine's output is logits[b, j] = sum(input[b]) * (j + 1)."""
+    import numpy as np
+
+    fake.DataType = DataType
+    fake.nptype = _nptype
+    shapes = {"input": (-1, 3, 8, 8), "logits": (-1, 10)}
+    modes = {"input": TensorIOMode.INPUT, "logits": TensorIOMode.OUTPUT}
+
+    class Context:
+        def __init__(self) -> None:
+            self.shapes: Dict[str, Tuple[int, ...]] = {}
+            self.addresses: Dict[str, int] = {}
+
+        def set_input_shape(self, name: str, shape: Tuple[int, ...]) -> bool:
+            fake.record("context.set_input_shape", name, tuple(shape))
+            self.shapes[name] = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name: str) -> Tuple[int, ...]:
+            return (self.shapes["input"][0], 10) if name == "logits" else self.shapes[name]
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            fake.record("context.set_tensor_address", name)
+            self.addresses[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream: int) -> bool:
+            fake.record("context.execute_async_v3", stream)
+            n = int(np.prod(self.shapes["input"]))
+            x = cuda.memory[self.addresses["input"]][: n * 4].view(np.float32).reshape(self.shapes["input"])
+            out = x.reshape(x.shape[0], -1).sum(axis=1)[:, None] * np.arange(1, 11, dtype=np.float32)
+            cuda.memory[self.addresses["logits"]][: out.nbytes] = (
+                out.astype(np.float32).reshape(-1).view(np.uint8)
+            )
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i: int) -> str:
+            return ["input", "logits"][i]
+
+        def get_tensor_mode(self, name: str) -> TensorIOMode:
+            return modes[name]
+
+        def get_tensor_shape(self, name: str) -> Tuple[int, ...]:
+            return shapes[name]
+
+        def get_tensor_dtype(self, name: str) -> DataType:
+            return DataType.FLOAT
+
+        def create_execution_context(self) -> Context:
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger: ILogger) -> None:
+            fake.record("Runtime")
+
+        def deserialize_cuda_engine(self, data: bytes) -> Optional[Engine]:
+            fake.record("runtime.deserialize_cuda_engine", len(data))
+            return Engine() if bytes(data).startswith(b"FAKE-ENGINE-") else None
+
+    fake.Runtime = Runtime

@@ -159,3 +159,34 @@ def test_check_reports_a_truncated_file_clearly(capsys, tiny_onnx, tmp_path, com
     code, out = run_json(capsys, command, str(broken))
     assert code == 1 and out["error"]["kind"] == "model"
     assert "corrupt or truncated" in out["error"]["hint"]
+
+
+def test_selftest_fails_loudly_when_a_backend_disagrees(capsys, monkeypatch):
+    from engine_builder import selftest
+
+    monkeypatch.setitem(selftest.PLANS, "onnxruntime", [("fp32", {"max_abs_error": -1.0})])
+    code = main(["selftest", "--backends", "onnxruntime", "--json", "--quiet"])
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert code == 1 and out["ok"] is False and out["error"]["kind"] == "gate"
+    row = out["error"]["result"]["rows"][0]
+    assert row["verdict"] == "FAIL" and "max abs error" in row["failures"][0]
+    assert "verdict: FAIL" in captured.err  # the verdict table goes to stderr too
+
+
+def test_plain_progress_lines_for_the_robot():
+    import io
+
+    from engine_builder.progress import PlainProgress, make_progress
+
+    stream = io.StringIO()
+    progress = PlainProgress(stream, interval=0.0)
+    progress.phase_start("Building engine", 3)
+    progress.step("Building engine", 2)
+    progress.phase_finish("Building engine")
+    assert stream.getvalue().splitlines() == [
+        "engine-builder: Building engine ...",
+        "engine-builder: Building engine 2/3",
+        "engine-builder: Building engine done",
+    ]
+    assert isinstance(make_progress(stream=io.StringIO()), PlainProgress)  # not a TTY: no rich

@@ -201,3 +201,42 @@ def test_other_versions_are_refused_not_guessed(monkeypatch, tmp_path, tiny_onnx
     install(monkeypatch, version)
     with pytest.raises(BuildError, match="not supported"):
         run_build(tmp_path, tiny_onnx, BuildOptions())
+
+
+def test_runner_runs_an_engine_through_the_name_based_tensor_api(monkeypatch, tmp_path, tiny_onnx):
+    import numpy as np
+    from fake_tensorrt import FakeCuda, add_runtime
+
+    from engine_builder.backends.trt_runtime import TensorRTRunner
+
+    fake = install(monkeypatch, "10.3.0")
+    artifact, _ = run_build(tmp_path, tiny_onnx, BuildOptions())
+    cuda = FakeCuda()
+    add_runtime(fake, cuda)
+    x = np.arange(2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8) / 100
+    with TensorRTRunner(str(artifact), cuda=cuda) as runner:
+        assert [s.as_dict() for s in runner.input_specs()] == [
+            {"name": "input", "shape": [-1, 3, 8, 8], "dtype": "float32"}
+        ]
+        out = runner.infer({"input": x})["logits"]
+        out_again = runner.infer({"input": x[:1]})["logits"]  # smaller batch reuses the buffers
+    expected = x.reshape(2, -1).sum(axis=1)[:, None] * np.arange(1, 11)
+    assert out.shape == (2, 10) and np.allclose(out, expected, rtol=1e-5)
+    assert np.allclose(out_again, expected[:1], rtol=1e-5)
+    assert ("context.set_input_shape", "input", (2, 3, 8, 8)) in fake.calls
+    assert len(fake.find("context.execute_async_v3")) == 2
+    assert not cuda.memory and len(cuda.freed) == 2 and not cuda.streams  # everything released
+
+
+def test_runner_refuses_an_engine_from_elsewhere(monkeypatch, tmp_path):
+    from fake_tensorrt import FakeCuda, add_runtime
+
+    from engine_builder.backends.trt_runtime import TensorRTRunner
+
+    fake = install(monkeypatch, "8.5.2")
+    add_runtime(fake, FakeCuda())
+    engine = tmp_path / "other.engine"
+    engine.write_bytes(b"built by another TensorRT")
+    with pytest.raises(BuildError) as err:
+        TensorRTRunner(str(engine), cuda=FakeCuda()).__enter__()
+    assert "rebuild on this device" in err.value.hint

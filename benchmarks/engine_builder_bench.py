@@ -1,0 +1,342 @@
+"""engine_builder benchmark, on this machine's CPU with onnxruntime (never a Jetson figure).
+
+    .venv/bin/python benchmarks/engine_builder_bench.py [--quick] [--out reports/bench]
+
+1. Overhead of the onnxruntime backend (build artifact + runner) against a bare onnxruntime
+   session on the same model; the goal is at most 3 % on p50 latency.
+2. INT8 (Q/DQ) vs FP32 latency and accuracy on the digits example (committed models, golden
+   test split), and latency on a larger MobileNet-like CNN at 224x224 with random weights
+   (speed only: its accuracy means nothing).
+Writes engine_builder_bench.json and engine_builder_bench.png under --out and prints a table.
+Measurements alternate between the variants in rounds, so drift of the machine hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from engine_builder.backends.ort_backend import OnnxRuntimeRunner  # noqa: E402  after sys.path
+from engine_builder.bench import time_calls  # noqa: E402  after sys.path
+from engine_builder.build import build  # noqa: E402  after sys.path
+from engine_builder.options import BuildOptions  # noqa: E402  after sys.path
+from engine_builder.quantize import quantize  # noqa: E402  after sys.path
+from engine_builder.stats import percentile  # noqa: E402  after sys.path
+
+DIGITS = os.path.join(REPO, "examples", "digits")
+OVERHEAD_GOAL = 0.03
+
+
+def cpu_label() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%s, %d logical cores" % (name, os.cpu_count() or 0)
+
+
+def interleaved(variants: Dict[str, Callable[[], Any]], rounds: int, iterations: int) -> Dict[str, Dict]:
+    """Median over rounds of each variant's p50; the order flips every round (ABBA...), so drift
+    and order effects of a shared VM hit every variant alike."""
+    names = list(variants)
+    for call in variants.values():
+        time_calls(call, warmup=max(20, iterations // 5), iterations=1)
+    p50s: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            p50s[name].append(
+                time_calls(variants[name], warmup=2, iterations=iterations)["latency_ms"]["p50"]
+            )
+    return {
+        name: {"p50_ms": percentile(sorted(v), 50), "round_p50s_ms": [round(x, 6) for x in v]}
+        for name, v in p50s.items()
+    }
+
+
+def measure(call: Callable[[], Any], iterations: int) -> Dict[str, float]:
+    result = time_calls(call, warmup=max(5, iterations // 10), iterations=iterations)
+    lat = result["latency_ms"]
+    return {
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+        "mean_ms": lat["mean"],
+        "qps": result["throughput_qps"],
+    }
+
+
+# --------------------------------------------------------------------------- MobileNet-like model
+def mobilenet_like(path: str, seed: int = 0) -> str:
+    """MobileNet-v1-shaped CNN (depthwise separable convs, 224x224, 1000 classes), random weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    state = {"n": 0}
+
+    def conv(x, cin, cout, k, stride, group=1):
+        state["n"] += 1
+        i = state["n"]
+        fan_in = (cin // group) * k * k
+        w = (rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, "w%d" % i))
+        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "b%d" % i))
+        pad = k // 2
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, "w%d" % i, "b%d" % i], ["c%d" % i], strides=[stride, stride],
+                pads=[pad] * 4, group=group, name="conv%d" % i,
+            )
+        )  # fmt: skip
+        nodes.append(helper.make_node("Relu", ["c%d" % i], ["r%d" % i], name="relu%d" % i))
+        return "r%d" % i
+
+    x = conv("input", 3, 32, 3, 2)
+    cfg = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
+    cfg += [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
+    for cin, cout, stride in cfg:
+        x = conv(x, cin, cin, 3, stride, group=cin)  # depthwise
+        x = conv(x, cin, cout, 1, 1)  # pointwise
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"))
+    fc = (rng.standard_normal((1000, 1024)) * np.sqrt(1.0 / 1024)).astype(np.float32)
+    inits += [
+        numpy_helper.from_array(fc, "fc_w"),
+        numpy_helper.from_array(np.zeros(1000, np.float32), "fc_b"),
+    ]
+    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"))
+    graph = helper.make_graph(
+        nodes,
+        "mobilenet_like",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+# --------------------------------------------------------------------------- sections
+def overhead_section(work: str, quick: bool) -> List[Dict[str, Any]]:
+    """Backend runner on the built artifact vs a bare onnxruntime session on the ONNX file."""
+    import onnxruntime as ort
+
+    rows = []
+    cases = [
+        ("digits", os.path.join(DIGITS, "digits_fp32.onnx"), (1, 1, 8, 8), 300 if quick else 3000),
+        ("mobilenet-like", os.path.join(work, "mobilenet_like.onnx"), (1, 3, 224, 224), 5 if quick else 30),
+    ]
+    for name, model, shape, iters in cases:
+        built = build(model, "onnxruntime", BuildOptions(), output=os.path.join(work, name + ".ort.onnx"))
+        feed = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        bare = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        # a second bare session: the gap between two identical sessions is the noise floor
+        twin = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        with OnnxRuntimeRunner(built["artifact_path"]) as runner:
+            res = interleaved(
+                {
+                    "bare onnxruntime": lambda s=bare, f=feed: s.run(None, f),
+                    "engine_builder runner": lambda r=runner, f=feed: r.infer(f),
+                    "bare onnxruntime (twin)": lambda s=twin, f=feed: s.run(None, f),
+                },
+                rounds=4 if quick else 12,
+                iterations=iters,
+            )
+        base, ours = res["bare onnxruntime"]["p50_ms"], res["engine_builder runner"]["p50_ms"]
+        overhead = (ours - base) / base
+        noise = (res["bare onnxruntime (twin)"]["p50_ms"] - base) / base
+        rows.append(
+            {
+                "model": name,
+                "bare_p50_ms": round(base, 6),
+                "backend_p50_ms": round(ours, 6),
+                "overhead": round(overhead, 4),
+                "noise_floor": round(noise, 4),
+                "goal": OVERHEAD_GOAL,
+                "within_goal": overhead <= OVERHEAD_GOAL,
+                "rounds": res,
+            }
+        )
+    return rows
+
+
+def digits_section(work: str, quick: bool) -> List[Dict[str, Any]]:
+    golden = np.load(os.path.join(DIGITS, "digits_golden.npz"))
+    x, labels = golden["input"], golden["labels"]
+    rows = []
+    for precision, model in (("fp32", "digits_fp32.onnx"), ("int8", "digits_int8_qdq.onnx")):
+        built = build(
+            os.path.join(DIGITS, model), "onnxruntime", BuildOptions(precision=precision),
+            output=os.path.join(work, "digits-%s.ort.onnx" % precision),
+        )  # fmt: skip
+        with OnnxRuntimeRunner(built["artifact_path"]) as runner:
+            logits = runner.infer({"input": x})["output"]
+            one = {"input": x[:1]}
+            batch = {"input": x[:64]}
+            b1 = measure(lambda one=one, runner=runner: runner.infer(one), 500 if quick else 3000)
+            b64 = measure(lambda batch=batch, runner=runner: runner.infer(batch), 100 if quick else 500)
+        rows.append(
+            {
+                "model": "digits",
+                "precision": precision,
+                "accuracy": float((logits.argmax(1) == labels).mean()),
+                "test_samples": len(labels),
+                "batch1": b1,
+                "batch64": b64,
+            }
+        )
+    return rows
+
+
+def mobilenet_section(work: str, quick: bool) -> List[Dict[str, Any]]:
+    fp32 = os.path.join(work, "mobilenet_like.onnx")
+    calib = os.path.join(work, "calib")
+    os.makedirs(calib, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        np.save(os.path.join(calib, "c%d.npy" % i), rng.standard_normal((2, 3, 224, 224)).astype(np.float32))
+    int8 = os.path.join(work, "mobilenet_like.qdq.onnx")
+    quantize(fp32, int8, calibration=calib)
+    rows = []
+    x = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+    for precision, model in (("fp32", fp32), ("int8", int8)):
+        built = build(
+            model, "onnxruntime", BuildOptions(precision=precision),
+            output=os.path.join(work, "mobilenet-%s.ort.onnx" % precision),
+        )  # fmt: skip
+        with OnnxRuntimeRunner(built["artifact_path"]) as runner:
+            stats = measure(lambda runner=runner: runner.infer(x), 10 if quick else 150)
+        rows.append({"model": "mobilenet-like 224x224", "precision": precision, "batch1": stats})
+    return rows
+
+
+# --------------------------------------------------------------------------- output
+def print_table(report: Dict[str, Any]) -> None:
+    print("engine_builder benchmark: %s" % report["label"])
+    print("\nBackend overhead vs bare onnxruntime (p50, alternating rounds; goal <= 3%)")
+    print("%-16s %12s %12s %10s %12s %s" % ("model", "bare ms", "backend ms", "overhead", "A/A noise", ""))
+    for r in report["overhead"]:
+        print(
+            "%-16s %12.5f %12.5f %9.2f%% %11.2f%% %s"
+            % (
+                r["model"],
+                r["bare_p50_ms"],
+                r["backend_p50_ms"],
+                100 * r["overhead"],
+                100 * r["noise_floor"],
+                "ok" if r["within_goal"] else "over the 3% goal",
+            )
+        )
+    print("(A/A noise: a second, identical bare session measured the same way)")
+    print("\nINT8 (Q/DQ) vs FP32")
+    print(
+        "%-24s %-6s %10s %12s %12s %14s"
+        % ("model", "prec", "accuracy", "b1 p50 ms", "b1 p99 ms", "b64 p50 ms")
+    )
+    for r in report["digits"] + report["mobilenet"]:
+        print(
+            "%-24s %-6s %10s %12.4f %12.4f %14s"
+            % (
+                r["model"],
+                r["precision"],
+                "%.2f%%" % (100 * r["accuracy"]) if "accuracy" in r else "n/a",
+                r["batch1"]["p50_ms"],
+                r["batch1"]["p99_ms"],
+                "%.4f" % r["batch64"]["p50_ms"] if "batch64" in r else "-",
+            )
+        )
+
+
+def plot(report: Dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    ov = report["overhead"]
+    axes[0].bar([r["model"] for r in ov], [100 * r["overhead"] for r in ov], color="tab:blue")
+    axes[0].axhline(100 * OVERHEAD_GOAL, color="tab:red", linestyle="--", label="goal 3%")
+    axes[0].set_ylabel("p50 overhead vs bare onnxruntime (%)")
+    axes[0].set_title("onnxruntime backend overhead")
+    axes[0].legend()
+    for ax, rows, title in (
+        (axes[1], report["digits"], "digits (batch 1)"),
+        (axes[2], report["mobilenet"], "MobileNet-like 224x224 (batch 1)"),
+    ):
+        names = [r["precision"].upper() for r in rows]
+        bars = ax.bar(names, [r["batch1"]["p50_ms"] for r in rows], color=["tab:gray", "tab:green"])
+        for bar, r in zip(bars, rows):
+            label = "%.3f ms" % r["batch1"]["p50_ms"]
+            if "accuracy" in r:
+                label += "\nacc %.2f%%" % (100 * r["accuracy"])
+            ax.annotate(
+                label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
+            )
+        ax.set_ylabel("p50 latency (ms)")
+        ax.set_title(title)
+    fig.suptitle(
+        "engine_builder, measured on this CPU with onnxruntime %s (%s); not a Jetson figure"
+        % (report["onnxruntime"], report["cpu"]),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="engine_builder benchmark (CPU, onnxruntime)")
+    parser.add_argument("--out", default=os.path.join(REPO, "reports", "bench"))
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
+    args = parser.parse_args()
+    import onnxruntime
+
+    started = time.monotonic()
+    os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="eb-bench-") as work:
+        mobilenet_like(os.path.join(work, "mobilenet_like.onnx"))
+        report: Dict[str, Any] = {
+            "cpu": cpu_label(),
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        }
+        report["label"] = "measured on this CPU (%s) with onnxruntime %s; not a Jetson figure" % (
+            report["cpu"],
+            report["onnxruntime"],
+        )
+        report["overhead"] = overhead_section(work, args.quick)
+        report["digits"] = digits_section(work, args.quick)
+        report["mobilenet"] = mobilenet_section(work, args.quick)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    with open(os.path.join(args.out, "engine_builder_bench.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, sort_keys=True)
+    plot(report, os.path.join(args.out, "engine_builder_bench.png"))
+    print_table(report)
+    print(
+        "\nwrote %s/engine_builder_bench.{json,png} in %.0f s"
+        % (os.path.relpath(args.out), report["seconds"])
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
