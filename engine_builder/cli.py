@@ -261,7 +261,13 @@ def cmd_selftest(args: argparse.Namespace) -> Dict[str, Any]:
     result = selftest(backends, args.workdir, args.trtexec)
     if not result["passed"]:
         _print_selftest(result, sys.stderr)
-        raise GateFailed("selftest failed", details={"result": result})
+        failed = [r for r in result["rows"] if r["verdict"] == "FAIL"]
+        reason = (
+            "%d check(s) failed: %s" % (len(failed), ", ".join(r["backend"] for r in failed))
+            if failed
+            else "no backend is present here (install onnxruntime, or TensorRT with JetPack)"
+        )
+        raise GateFailed("selftest failed: " + reason, details={"result": result})
     return result
 
 
