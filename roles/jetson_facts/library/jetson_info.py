@@ -67,8 +67,6 @@ import json
 import os
 import re
 
-from ansible.module_utils.basic import AnsibleModule
-
 RELEASE_RE = re.compile(r"^#\s*R(?P<major>\d+)\s*\(release\),\s*REVISION:\s*(?P<revision>[\d.]+)")
 FIELD_RE = re.compile(r"(?P<key>[A-Z_]+):\s*(?P<value>[^,]+)")
 PART_RE = re.compile(r"\bp(?P<board>\d{4})-(?P<sku>\d{4})\b")
@@ -221,6 +219,10 @@ def gather(params, run):
 
 
 def main():
+    # Imported here so the parsers above can be imported (and unit-tested) without
+    # Ansible's module runtime, whose import patches interpreter internals.
+    from ansible.module_utils.basic import AnsibleModule
+
     module = AnsibleModule(
         argument_spec={
             "release_file": {"type": "path", "default": "/etc/nv_tegra_release"},
