@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the main job on the simulated fleet, with a report")
     demo.add_argument("--robots", type=int, default=6)
     demo.set_defaults(func=_demo)
+
+    from edge_deploy.release.cli import add_parser as add_release_parser
+
+    add_release_parser(commands)
     return parser
 
 

@@ -1,0 +1,659 @@
+"""verify / stage / activate / rollback / status: the one on-robot code path for push and pull.
+
+Layout under /opt/<app>:
+    releases/<tag>/            the verified bundle, plus .edge/{staged.json, engines.json}
+    current -> releases/<tag>  swapped atomically (one rename)
+    shared/{config,data,logs,engines}   kept across releases; engines is the fingerprint cache
+    snapshots/<tag>/           what was outside releases/<tag> while <tag> was live, with checksums
+    state.json                 current, previous, bad tags, history
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from edge_agent import engines as engines_mod
+from edge_agent import health as health_mod
+from edge_agent import tufclient
+from edge_agent.config import Config
+from edge_agent.errors import AgentError, Refused, RolledBack, UsageError
+from edge_agent.fsutil import (
+    atomic_symlink,
+    atomic_write,
+    is_disk_full,
+    locked,
+    read_json,
+    remove_tree,
+    sha256_file,
+    tree_files,
+    write_json,
+)
+from edge_agent.systemd import Systemd
+
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+EDGE_DIR = ".edge"
+HISTORY_KEEP = 30
+
+
+def version_key(version: str) -> Tuple[Tuple[int, ...], int, str]:
+    """1.2.10 > 1.2.9; a pre-release (1.3.0-rc1) sorts before its release (1.3.0)."""
+    core, _, pre = str(version).lstrip("vV").partition("-")
+    numbers = tuple(int(x) if x.isdigit() else 0 for x in core.split("."))
+    return numbers + (0,) * (4 - len(numbers)), 0 if pre else 1, pre
+
+
+def check_tag(tag: str) -> str:
+    if not TAG_RE.match(tag or ""):
+        raise UsageError("release tag %r is not a plain name (letters, digits, . _ + -)" % tag)
+    return tag
+
+
+class Agent:
+    def __init__(
+        self,
+        cfg: Config,
+        systemd: Optional[Systemd] = None,
+        sleep: Callable[[float], None] = time.sleep,
+        log: Callable[[str], None] = lambda _m: None,
+    ):
+        self.cfg = cfg
+        self.systemd = systemd or Systemd()
+        self.sleep = sleep
+        self.log = log
+
+    # ------------------------------------------------------------------ small helpers
+    def release_dir(self, tag: str) -> str:
+        return os.path.join(self.cfg.releases_dir, check_tag(tag))
+
+    def current_tag(self) -> Optional[str]:
+        try:
+            return os.path.basename(os.readlink(self.cfg.current_link).rstrip("/"))
+        except OSError:
+            return None
+
+    def is_staged(self, tag: str) -> bool:
+        return os.path.isfile(os.path.join(self.release_dir(tag), EDGE_DIR, "staged.json"))
+
+    def manifest(self, tag: str) -> Dict[str, Any]:
+        data = read_json(os.path.join(self.release_dir(tag), tufclient.MANIFEST))
+        if data is None:
+            raise UsageError("release %s is not staged on this robot" % tag)
+        return data
+
+    def state(self) -> Dict[str, Any]:
+        return read_json(self.cfg.state_file, {}) or {}
+
+    def _record(self, state: Dict[str, Any], op: str, **fields: Any) -> None:
+        entry = dict(fields, op=op, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        state["history"] = [*(state.get("history") or [])[-(HISTORY_KEEP - 1) :], entry]
+        state["last"] = entry
+        write_json(self.cfg.state_file, state)
+
+    def _lock(self):
+        return locked(self.cfg.lock_file, self.cfg.lock_timeout_seconds)
+
+    def _ensure_layout(self) -> None:
+        for path in (
+            self.cfg.releases_dir,
+            self.cfg.snapshots_dir,
+            self.cfg.engines_dir,
+            self.cfg.config_dir,
+        ):
+            os.makedirs(path, exist_ok=True)
+
+    @property
+    def _pythonpath(self) -> str:
+        if self.cfg.agent_path:
+            return self.cfg.agent_path
+        return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    # ------------------------------------------------------------------ checks on a verified manifest
+    def _check_version(self, manifest: Dict[str, Any], allow_downgrade: bool) -> None:
+        current = self.current_tag()
+        if not current or current == manifest["tag"] or allow_downgrade:
+            return
+        try:
+            installed = self.manifest(current).get("version", current)
+        except UsageError:
+            return
+        if version_key(manifest["version"]) < version_key(installed):
+            raise Refused(
+                "release %s (version %s) is older than the installed %s (version %s); use rollback, "
+                "or stage with --allow-downgrade"
+                % (manifest["tag"], manifest["version"], current, installed),
+                {"installed": installed, "offered": manifest["version"]},
+            )
+
+    def _check_compatible(self, manifest: Dict[str, Any]) -> None:
+        """JetPack and module ranges from the manifest, against the jetson_facts local fact."""
+        compat = manifest.get("compatible") or {}
+        facts = read_json("/etc/ansible/facts.d/jetson.fact") if compat else None
+        if not compat or not facts:
+            return
+        jetpack = facts.get("jetpack")
+        if (
+            jetpack
+            and compat.get("jetpack_min")
+            and version_key(jetpack) < version_key(compat["jetpack_min"])
+        ):
+            raise Refused(
+                "release %s needs JetPack >= %s; this robot runs %s"
+                % (manifest["tag"], compat["jetpack_min"], jetpack)
+            )
+        if (
+            jetpack
+            and compat.get("jetpack_max")
+            and version_key(jetpack) > version_key(compat["jetpack_max"])
+        ):
+            raise Refused(
+                "release %s needs JetPack <= %s; this robot runs %s"
+                % (manifest["tag"], compat["jetpack_max"], jetpack)
+            )
+        modules = compat.get("modules")
+        if modules and facts.get("module_class") and facts["module_class"] not in modules:
+            raise Refused(
+                "release %s supports modules %s, not %s"
+                % (manifest["tag"], ", ".join(modules), facts["module_class"])
+            )
+
+    # ------------------------------------------------------------------ verify
+    def verify(self, repo: str, tag: str, allow_downgrade: bool = False) -> Dict[str, Any]:
+        check_tag(tag)
+        self._ensure_layout()
+        with self._lock():
+            scratch = os.path.join(self.cfg.releases_dir, ".verify-%s-%d" % (tag, os.getpid()))
+            try:
+                manifest = tufclient.fetch_release(self.cfg.tuf_dir, repo, self.cfg.app, tag, scratch)
+                self._check_version(manifest, allow_downgrade)
+                self._check_compatible(manifest)
+            finally:
+                remove_tree(scratch)
+        return {
+            "changed": False,
+            "tag": tag,
+            "version": manifest["version"],
+            "verified": True,
+            "files": len(manifest.get("files", [])),
+        }
+
+    # ------------------------------------------------------------------ stage
+    def _clean_leftovers(self) -> List[str]:
+        """Staging folders of a run that was killed (we hold the lock, so none is in use)."""
+        removed = []
+        for name in sorted(os.listdir(self.cfg.releases_dir)):
+            if name.startswith((".staging-", ".verify-")):
+                remove_tree(os.path.join(self.cfg.releases_dir, name))
+                removed.append(name)
+        return removed
+
+    def stage(
+        self, repo: str, tag: str, allow_downgrade: bool = False, dry_run: bool = False
+    ) -> Dict[str, Any]:
+        check_tag(tag)
+        self._ensure_layout()
+        with self._lock():
+            leftovers = self._clean_leftovers()
+            final = self.release_dir(tag)
+            staging = os.path.join(self.cfg.releases_dir, ".staging-%s-%d" % (tag, os.getpid()))
+            try:
+                manifest = tufclient.fetch_release(self.cfg.tuf_dir, repo, self.cfg.app, tag, staging)
+                self._check_version(manifest, allow_downgrade)
+                self._check_compatible(manifest)
+                if self.is_staged(tag):
+                    staged_sha = sha256_file(os.path.join(final, tufclient.MANIFEST))
+                    if staged_sha != sha256_file(os.path.join(staging, tufclient.MANIFEST)):
+                        raise Refused(
+                            "release %s is already staged with different content; tags are "
+                            "immutable, publish a new tag" % tag
+                        )
+                    refs = self._engines(final, manifest, dry_run)
+                    changed = any(ref.get("built") for ref in refs.values())
+                    if changed and not dry_run:
+                        write_json(os.path.join(final, EDGE_DIR, "engines.json"), refs)
+                    return {
+                        "changed": changed,
+                        "tag": tag,
+                        "staged": True,
+                        "engines": refs,
+                        "leftovers_removed": leftovers,
+                    }
+                if dry_run:
+                    return {
+                        "changed": True,
+                        "tag": tag,
+                        "staged": False,
+                        "dry_run": True,
+                        "leftovers_removed": leftovers,
+                    }
+                refs = self._engines(staging, manifest, dry_run=False)
+                # engine references point at the release's final location
+                write_json(os.path.join(staging, EDGE_DIR, "engines.json"), refs)
+                write_json(
+                    os.path.join(staging, EDGE_DIR, "staged.json"),
+                    {
+                        "tag": tag,
+                        "version": manifest["version"],
+                        "repository": repo,
+                        "staged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "manifest_sha256": sha256_file(os.path.join(staging, tufclient.MANIFEST)),
+                    },
+                )
+                if os.path.exists(final):  # an unmarked folder (not from this agent): replace it
+                    remove_tree(final)
+                os.rename(staging, final)
+            except BaseException as exc:
+                if is_disk_full(exc):
+                    remove_tree(staging)
+                    free = shutil.disk_usage(self.cfg.releases_dir).free
+                    raise AgentError(
+                        "disk full while staging %s (%d KiB free under %s); the current "
+                        "release is untouched" % (tag, free // 1024, self.cfg.releases_dir),
+                        {"free_bytes": free},
+                    ) from exc
+                raise
+            finally:
+                remove_tree(staging)
+        return {"changed": True, "tag": tag, "staged": True, "engines": refs, "leftovers_removed": leftovers}
+
+    def _engines(self, release_dir: str, manifest: Dict[str, Any], dry_run: bool) -> Dict[str, Any]:
+        models = manifest.get("models") or []
+        if not models:
+            return {}
+        if dry_run:
+            return read_json(os.path.join(release_dir, EDGE_DIR, "engines.json"), {}) or {}
+        builder = engines_mod.EngineBuilder(
+            self.cfg.python, self._pythonpath, self.cfg.command_timeout_seconds
+        )
+        return engines_mod.build_all(
+            builder, self.cfg.engine_backend, release_dir, self.cfg.engines_dir, models
+        )
+
+    # ------------------------------------------------------------------ snapshots
+    def _outside_files(self) -> Dict[str, str]:
+        """What a release changes outside its folder: snapshot name -> live path."""
+        files = {"unit/50-release.conf": self.cfg.dropin_path, "engines/active.json": self.cfg.active_engines}
+        for rel in tree_files(self.cfg.config_dir):
+            files["config/" + rel] = os.path.join(self.cfg.config_dir, rel)
+        return files
+
+    def snapshot(self, tag: str) -> Dict[str, Any]:
+        """Record the outside state while `tag` is live, replacing any older snapshot of that tag."""
+        target = os.path.join(self.cfg.snapshots_dir, check_tag(tag))
+        work = target + ".new"
+        remove_tree(work)
+        os.makedirs(work)
+        checksums: Dict[str, str] = {}
+        for name, live in sorted(self._outside_files().items()):
+            if os.path.isfile(live):
+                dest = os.path.join(work, "files", name)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.copy2(live, dest)
+                checksums[name] = sha256_file(dest)
+        unit = os.path.join(self.cfg.systemd_dir, self.cfg.service)
+        record = {
+            "tag": tag,
+            "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": checksums,
+            "unit_sha256": sha256_file(unit) if os.path.isfile(unit) else None,
+        }
+        write_json(os.path.join(work, "snapshot.json"), record)
+        old = target + ".old"
+        remove_tree(old)
+        if os.path.exists(target):
+            os.rename(target, old)
+        os.rename(work, target)
+        remove_tree(old)
+        return record
+
+    def _snapshot_ok(self, tag: str) -> Optional[Dict[str, Any]]:
+        base = os.path.join(self.cfg.snapshots_dir, tag)
+        record = read_json(os.path.join(base, "snapshot.json"))
+        if not record:
+            return None
+        for name, digest in record["files"].items():
+            path = os.path.join(base, "files", name)
+            if not os.path.isfile(path) or sha256_file(path) != digest:
+                self.log("snapshot of %s is damaged (%s): rebuilding from the release instead" % (tag, name))
+                return None
+        return record
+
+    def _restore_snapshot(self, tag: str, record: Dict[str, Any]) -> None:
+        base = os.path.join(self.cfg.snapshots_dir, tag, "files")
+        live = self._outside_files()
+        wanted = {name for name in record["files"]}
+        for name, path in live.items():  # files the newer release added
+            if name not in wanted and os.path.isfile(path):
+                os.unlink(path)
+        for name in sorted(wanted):
+            dest = self._live_path(name)
+            with open(os.path.join(base, name), "rb") as fh:
+                atomic_write(dest, fh.read(), 0o644)
+
+    def _live_path(self, name: str) -> str:
+        kind, _, rel = name.partition("/")
+        rel = tufclient.safe_relpath(rel)
+        if kind == "unit":
+            return self.cfg.dropin_path
+        if kind == "engines":
+            return self.cfg.active_engines
+        return os.path.join(self.cfg.config_dir, rel)
+
+    # ------------------------------------------------------------------ applying a release's outside state
+    def _dropin(self, tag: str, manifest: Dict[str, Any]) -> str:
+        lines = [
+            "# Written by the edge release agent for %s %s; restored from snapshots on rollback."
+            % (self.cfg.app, tag),
+            "[Service]",
+        ]
+        env = {"EDGE_RELEASE": tag, "EDGE_RELEASE_VERSION": str(manifest.get("version", ""))}
+        env.update({str(k): str(v) for k, v in (manifest.get("environment") or {}).items()})
+        for key, value in sorted(env.items()):
+            if not ENV_KEY_RE.match(key) or "\n" in value:
+                raise Refused("release %s sets an unusable environment variable %r" % (tag, key))
+            quoted = value.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+            lines.append('Environment="%s=%s"' % (key, quoted))
+        if manifest.get("watchdog_seconds"):
+            lines.append("WatchdogSec=%s" % float(manifest["watchdog_seconds"]))
+        return "\n".join(lines) + "\n"
+
+    def _apply_release(self, tag: str) -> None:
+        manifest = self.manifest(tag)
+        release = self.release_dir(tag)
+        atomic_write(self.cfg.dropin_path, self._dropin(tag, manifest).encode("utf-8"), 0o644)
+        refs = read_json(os.path.join(release, EDGE_DIR, "engines.json"), {}) or {}
+        write_json(self.cfg.active_engines, {"release": tag, "engines": refs})
+        shipped = os.path.join(release, "config")
+        if os.path.isdir(shipped):  # overlay: robot-local files the release does not ship are kept
+            for rel in tree_files(shipped):
+                with open(os.path.join(shipped, rel), "rb") as fh:
+                    atomic_write(os.path.join(self.cfg.config_dir, rel), fh.read(), 0o644)
+
+    def _switch(self, tag: str, restore: bool) -> str:
+        """Outside state + symlink to `tag`; returns how the outside state was produced."""
+        record = self._snapshot_ok(tag) if restore else None
+        if record is not None:
+            self._restore_snapshot(tag, record)
+            how = "snapshot"
+        else:
+            self._apply_release(tag)
+            how = "release"
+        if self.cfg.systemd:
+            self.systemd.daemon_reload()
+        atomic_symlink(os.path.join("releases", tag), self.cfg.current_link)
+        return how
+
+    # ------------------------------------------------------------------ health gate
+    def gate(self, tag: str, golden: bool = True) -> Dict[str, Any]:
+        manifest = self.manifest(tag)
+        conf = health_mod.settings(manifest.get("health") or {}, self.cfg.health)
+        result: Dict[str, Any] = {"settings": conf}
+        if not self.cfg.systemd:
+            result.update(passed=True, service={"passed": True, "skipped": "systemd disabled"})
+            return result
+        service = health_mod.service_gate(
+            self.systemd,
+            self.cfg.service,
+            manifest.get("health") or {},
+            self.release_dir(tag),
+            conf,
+            self.sleep,
+        )
+        result["service"] = service
+        if not service["passed"]:
+            result.update(passed=False, reason=service["reason"])
+            return result
+        if golden:
+            refs = read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "engines.json"), {}) or {}
+            inference = health_mod.golden_gate(
+                self.cfg.python,
+                self._pythonpath,
+                self.release_dir(tag),
+                manifest.get("models") or [],
+                refs,
+                self.cfg.command_timeout_seconds,
+            )
+            result["inference"] = inference
+            if not inference["passed"]:
+                result.update(passed=False, reason="golden inference: %s" % inference["reason"])
+                return result
+        result["passed"] = True
+        return result
+
+    def _restart(self) -> None:
+        if self.cfg.systemd:
+            if not self.systemd.is_enabled(self.cfg.service):
+                self.systemd.enable([self.cfg.service])
+            self.systemd.restart(self.cfg.service)
+
+    # ------------------------------------------------------------------ activate / rollback
+    def activate(self, tag: str, gate: bool = True, dry_run: bool = False) -> Dict[str, Any]:
+        check_tag(tag)
+        if not self.is_staged(tag):
+            raise UsageError("release %s is not staged on this robot: stage it first" % tag)
+        with self._lock():
+            current = self.current_tag()
+            if current == tag:
+                return {"changed": False, "tag": tag, "current": tag}
+            if dry_run:
+                return {"changed": True, "tag": tag, "current": current, "dry_run": True}
+            return self._move(current, tag, restore=False, gate=gate, op="activate")
+
+    def rollback(
+        self, tag: Optional[str] = None, gate: bool = True, dry_run: bool = False, reason: str = "requested"
+    ) -> Dict[str, Any]:
+        with self._lock():
+            return self._rollback_locked(tag, gate, dry_run, reason)
+
+    def _rollback_locked(self, tag: Optional[str], gate: bool, dry_run: bool, reason: str) -> Dict[str, Any]:
+        state = self.state()
+        current = self.current_tag()
+        target = tag or state.get("previous")
+        if not target:
+            raise UsageError("no previous release to roll back to (current: %s)" % current)
+        if not self.is_staged(target):
+            raise UsageError(
+                "release %s is not kept on this robot (kept: %s)" % (target, ", ".join(self.kept()) or "none")
+            )
+        if target == current:
+            return {"changed": False, "tag": target, "current": current}
+        if dry_run:
+            return {"changed": True, "tag": target, "current": current, "dry_run": True}
+        return self._move(current, target, restore=True, gate=gate, op="rollback", reason=reason)
+
+    def _move(
+        self,
+        current: Optional[str],
+        tag: str,
+        restore: bool,
+        gate: bool,
+        op: str,
+        reason: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        state = self.state()
+        started = time.monotonic()
+        if current:
+            self.snapshot(current)
+        how = self._switch(tag, restore)
+        self._restart()
+        verdict = self.gate(tag) if gate else {"passed": True, "skipped": True}
+        result: Dict[str, Any] = {
+            "changed": True,
+            "op": op,
+            "tag": tag,
+            "from": current,
+            "outside_state": how,
+            "health": verdict,
+        }
+        if verdict["passed"]:
+            state.update(current=tag, previous=current if current != tag else state.get("previous"))
+            (state.setdefault("bad", {})).pop(tag, None)
+            result["pruned"] = self._prune(tag, state.get("previous"))
+            result["seconds"] = round(time.monotonic() - started, 2)
+            self._record(state, op, **{"from": current, "to": tag, "result": "ok", "reason": reason})
+            return result
+        # The gate failed: back to where we were, on the robot, with no controller needed.
+        state.setdefault("bad", {})[tag] = verdict.get("reason")
+        if not current:
+            if self.cfg.systemd:
+                self.systemd.stop(self.cfg.service)
+            self._record(
+                state, op, **{"from": None, "to": tag, "result": "failed", "reason": verdict.get("reason")}
+            )
+            raise AgentError(
+                "release %s failed its health gate and there is no previous release: the "
+                "service is stopped: %s" % (tag, verdict.get("reason")),
+                result,
+            )
+        self._switch(current, restore=True)
+        self._restart()
+        back = self.gate(current, golden=False)
+        result["rolled_back_to"] = current
+        result["rollback_health"] = back
+        result["seconds"] = round(time.monotonic() - started, 2)
+        state.update(current=current)
+        self._record(
+            state,
+            op,
+            **{"from": current, "to": tag, "result": "rolled_back", "reason": verdict.get("reason")},
+        )
+        raise RolledBack(
+            "release %s failed its health gate (%s); rolled back to %s%s"
+            % (
+                tag,
+                verdict.get("reason"),
+                current,
+                "" if back["passed"] else ", which is not healthy either: %s" % back.get("reason"),
+            ),
+            result,
+        )
+
+    def on_failure(self) -> Dict[str, Any]:
+        """Run by <app>-rollback.service (OnFailure= of the app unit): a crash loop after activation."""
+        with self._lock():
+            current = self.current_tag()
+            state = self.state()
+            service = self.systemd.show(self.cfg.service) if self.cfg.systemd else {}
+            if service.get("ActiveState") in ("active", "activating", "reloading"):
+                return {
+                    "changed": False,
+                    "reason": "%s is %s again" % (self.cfg.service, service["ActiveState"]),
+                }
+            previous = state.get("previous")
+            if not previous or previous == current or not self.is_staged(previous):
+                self._record(
+                    state, "on-failure", **{"from": current, "to": None, "result": "no previous release"}
+                )
+                return {"changed": False, "reason": "no previous release to go back to", "service": service}
+            why = "crash loop (%s)" % (service.get("Result") or "failed")
+            state.setdefault("bad", {})[current] = why
+            write_json(self.cfg.state_file, state)
+            result = self._rollback_locked(previous, gate=True, dry_run=False, reason=why)
+            state = self.state()
+            state["previous"] = None  # the failed release is not a place to go back to
+            write_json(self.cfg.state_file, state)
+            return result
+
+    # ------------------------------------------------------------------ keep N releases
+    def kept(self) -> List[str]:
+        if not os.path.isdir(self.cfg.releases_dir):
+            return []
+        tags = [
+            name
+            for name in os.listdir(self.cfg.releases_dir)
+            if not name.startswith(".") and TAG_RE.match(name) and self.is_staged(name)
+        ]
+        return sorted(
+            tags,
+            key=lambda t: (
+                read_json(os.path.join(self.release_dir(t), EDGE_DIR, "staged.json"), {}) or {}
+            ).get("staged_at", ""),
+        )
+
+    def _prune(self, current: str, previous: Optional[str]) -> List[str]:
+        kept = self.kept()
+        keep = max(2, int(self.cfg.keep_releases))
+        protected = {current, previous}
+        removable = [t for t in kept if t not in protected]
+        excess = len(kept) - keep
+        pruned = []
+        for tag in removable[: max(0, excess)]:
+            remove_tree(self.release_dir(tag))
+            remove_tree(os.path.join(self.cfg.snapshots_dir, tag))
+            pruned.append(tag)
+        if pruned:
+            self._prune_engines()
+        return pruned
+
+    def _prune_engines(self) -> None:
+        used = set()
+        for tag in self.kept():
+            refs = read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "engines.json"), {}) or {}
+            used.update(os.path.dirname(ref["artifact"]) for ref in refs.values())
+        for name in os.listdir(self.cfg.engines_dir):
+            path = os.path.join(self.cfg.engines_dir, name)
+            if os.path.isdir(path) and path not in used:
+                remove_tree(path)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> Dict[str, Any]:
+        state = self.state()
+        releases = []
+        for tag in self.kept():
+            staged = read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "staged.json"), {}) or {}
+            releases.append(
+                {
+                    "tag": tag,
+                    "version": staged.get("version"),
+                    "staged_at": staged.get("staged_at"),
+                    "snapshot": os.path.isdir(os.path.join(self.cfg.snapshots_dir, tag)),
+                }
+            )
+        service = self.systemd.show(self.cfg.service) if self.cfg.systemd else {}
+        engines = (read_json(self.cfg.active_engines, {}) or {}).get("engines", {})
+        return {
+            "app": self.cfg.app,
+            "root": self.cfg.root,
+            "current": self.current_tag(),
+            "previous": state.get("previous"),
+            "releases": releases,
+            "bad": state.get("bad") or {},
+            "last": state.get("last"),
+            "service": service,
+            "engines": {
+                name: {k: ref.get(k) for k in ("backend", "precision", "fingerprint", "sha256")}
+                for name, ref in engines.items()
+            },
+        }
+
+    # ------------------------------------------------------------------ the service's ExecStart
+    def exec_app(self) -> None:
+        """Replace this process with the current release's entry command (same PID: sd_notify works)."""
+        release = os.path.realpath(self.cfg.current_link)
+        manifest = read_json(os.path.join(release, tufclient.MANIFEST))
+        if not manifest:
+            raise AgentError("no current release under %s" % self.cfg.root)
+        argv = [
+            str(a).replace("{python}", self.cfg.python).replace("{release}", release)
+            for a in manifest["entry"]
+        ]
+        env = dict(os.environ)
+        env.update(
+            {
+                "EDGE_APP": self.cfg.app,
+                "EDGE_APP_ROOT": self.cfg.root,
+                "EDGE_RELEASE_DIR": release,
+                "EDGE_SHARED_DIR": self.cfg.shared_dir,
+                "EDGE_CONFIG_DIR": self.cfg.config_dir,
+                "EDGE_DATA_DIR": os.path.join(self.cfg.shared_dir, "data"),
+                "EDGE_LOG_DIR": os.path.join(self.cfg.shared_dir, "logs"),
+                "EDGE_ENGINES": self.cfg.active_engines,
+                "PYTHONPATH": os.pathsep.join(p for p in (self._pythonpath, env.get("PYTHONPATH")) if p),
+            }
+        )
+        os.chdir(release)
+        os.execvpe(argv[0], argv, env)

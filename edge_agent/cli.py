@@ -1,0 +1,102 @@
+"""`edge-agent`: the release agent's command line (run as `python3 edge-agent.pyz ...`).
+
+Every command prints one JSON object with --json: {"command", "ok", ...} or {"command", "ok": false,
+"error": {"kind", "message", "details"}}. Exit codes: 0 ok, 1 failed, 2 usage, 3 refused (nothing
+changed), 4 health gate failed and rolled back, 5 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Dict, List, Optional
+
+from edge_agent import __version__
+from edge_agent.errors import EXIT_FAILED, EXIT_OK, AgentError
+
+DEFAULT_CONFIG = "/etc/edge-agent/edge-app.json"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version="edge-agent " + __version__)
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="agent config (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def repo_and_tag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--repo", help="TUF repository: URL or local folder (default: repository_url in the config)"
+        )
+        p.add_argument("--tag", required=True)
+        p.add_argument(
+            "--allow-downgrade", action="store_true", help="accept a version older than the current"
+        )
+
+    repo_and_tag(sub.add_parser("verify", help="check signatures, hashes, lengths, expiry and version only"))
+    p = sub.add_parser("stage", help="verify and unpack a release into releases/<tag>, build its engines")
+    repo_and_tag(p)
+    p.add_argument("--dry-run", action="store_true", help="verify, say what would change, change nothing")
+    p = sub.add_parser("activate", help="switch current to a staged release, restart, health gate")
+    p.add_argument("--tag", required=True)
+    p.add_argument("--no-gate", action="store_true", help="skip the health gate (not recommended)")
+    p.add_argument("--dry-run", action="store_true")
+    p = sub.add_parser("deploy", help="stage then activate (what the OTA timer runs)")
+    repo_and_tag(p)
+    p = sub.add_parser("rollback", help="back to the previous release, or to --tag (a kept release)")
+    p.add_argument("--tag")
+    p.add_argument("--no-gate", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    sub.add_parser("status", help="releases, current, previous, service state, engines")
+    sub.add_parser("on-failure", help="run by the OnFailure= unit: roll back after a crash loop")
+    sub.add_parser("exec", help="the service's ExecStart: exec the current release's entry command")
+    return parser
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    from edge_agent.agent import Agent
+    from edge_agent.config import load
+
+    cfg = load(args.config)
+    agent = Agent(cfg, log=lambda message: sys.stderr.write("edge-agent: %s\n" % message))
+    repo = getattr(args, "repo", None) or cfg.repository_url
+    if args.command in ("verify", "stage", "deploy") and not repo:
+        raise AgentError("no repository: give --repo or set repository_url in %s" % args.config)
+    if args.command == "verify":
+        return agent.verify(repo, args.tag, args.allow_downgrade)
+    if args.command == "stage":
+        return agent.stage(repo, args.tag, args.allow_downgrade, args.dry_run)
+    if args.command == "activate":
+        return agent.activate(args.tag, gate=not args.no_gate, dry_run=args.dry_run)
+    if args.command == "deploy":
+        staged = agent.stage(repo, args.tag, args.allow_downgrade)
+        activated = agent.activate(args.tag)
+        return {"changed": staged["changed"] or activated["changed"], "stage": staged, "activate": activated}
+    if args.command == "rollback":
+        return agent.rollback(args.tag, gate=not args.no_gate, dry_run=args.dry_run)
+    if args.command == "on-failure":
+        return agent.on_failure()
+    if args.command == "exec":
+        agent.exec_app()  # does not return
+    return agent.status()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except AgentError as exc:
+        if args.json:
+            print(json.dumps({"command": args.command, "ok": False, "error": exc.as_dict()}, sort_keys=True))
+        sys.stderr.write("edge-agent %s: %s\n" % (args.command, exc.message))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("edge-agent %s: interrupted\n" % args.command)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(dict({"command": args.command, "ok": True}, **result), sort_keys=True, default=str))
+    else:
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    return EXIT_OK

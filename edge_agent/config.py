@@ -1,0 +1,110 @@
+"""The agent's per-app configuration (/etc/edge-agent/<app>.json, written by the release role)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, Optional
+
+from edge_agent.errors import UsageError
+
+DEFAULTS: Dict[str, Any] = {
+    "app": "edge-app",
+    "root": None,  # default /opt/<app>
+    "state_dir": None,  # default /var/lib/edge-agent/<app> (trusted TUF metadata lives here)
+    "service": None,  # default <app>.service
+    "user": None,
+    "group": None,
+    "systemd_dir": "/etc/systemd/system",
+    "keep_releases": 3,
+    "engine_backend": "auto",  # or tensorrt / trtexec / onnxruntime
+    "python": None,  # interpreter for the app, engine_builder and the agent (default: this one)
+    "agent_path": None,  # the edge-agent.pyz (or package dir) on PYTHONPATH for apps
+    "repository_url": None,  # pull mode: base URL of the TUF repository
+    "lock_timeout_seconds": 600,
+    "command_timeout_seconds": 1800,  # per engine build / golden check
+    # Health gate overrides (None: use the release manifest's values)
+    "health": {"soak_seconds": None, "interval_seconds": None, "start_timeout_seconds": None},
+    "systemd": True,  # False only in unit tests
+}
+
+
+class Config:
+    def __init__(self, data: Dict[str, Any]):
+        merged = dict(DEFAULTS)
+        merged.update({k: v for k, v in data.items() if v is not None})
+        health = dict(DEFAULTS["health"])
+        health.update(data.get("health") or {})
+        merged["health"] = health
+        app = merged["app"]
+        if not app or "/" in app or app.startswith("."):
+            raise UsageError("app name %r is not a plain name" % app)
+        merged["root"] = merged["root"] or "/opt/%s" % app
+        merged["state_dir"] = merged["state_dir"] or "/var/lib/edge-agent/%s" % app
+        merged["service"] = merged["service"] or "%s.service" % app
+        merged["python"] = merged["python"] or sys.executable
+        self.data = merged
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.data[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    # ----- layout: /opt/<app>/{releases/<tag>, current, shared/{config,data,logs,engines}, snapshots}
+    @property
+    def releases_dir(self) -> str:
+        return os.path.join(self.root, "releases")
+
+    @property
+    def current_link(self) -> str:
+        return os.path.join(self.root, "current")
+
+    @property
+    def shared_dir(self) -> str:
+        return os.path.join(self.root, "shared")
+
+    @property
+    def engines_dir(self) -> str:
+        return os.path.join(self.shared_dir, "engines")
+
+    @property
+    def active_engines(self) -> str:
+        return os.path.join(self.engines_dir, "active.json")
+
+    @property
+    def config_dir(self) -> str:
+        return os.path.join(self.shared_dir, "config")
+
+    @property
+    def snapshots_dir(self) -> str:
+        return os.path.join(self.root, "snapshots")
+
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.root, "state.json")
+
+    @property
+    def lock_file(self) -> str:
+        return os.path.join(self.state_dir, "agent.lock")
+
+    @property
+    def tuf_dir(self) -> str:
+        return os.path.join(self.state_dir, "tuf")
+
+    @property
+    def dropin_path(self) -> str:
+        return os.path.join(self.systemd_dir, self.service + ".d", "50-release.conf")
+
+
+def load(path: Optional[str], overrides: Optional[Dict[str, Any]] = None) -> Config:
+    data: Dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError) as exc:
+            raise UsageError("cannot read agent config %s: %s" % (path, exc)) from exc
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Config(data)

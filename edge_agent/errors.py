@@ -1,0 +1,47 @@
+"""Agent errors, each with the exit code the CLI returns."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_REFUSED = 3  # verification refused the release: nothing changed
+EXIT_ROLLED_BACK = 4  # the health gate failed and the robot went back to the previous release
+EXIT_BUSY = 5  # another agent run holds the lock
+
+
+class AgentError(Exception):
+    exit_code = EXIT_FAILED
+    kind = "failed"
+
+    def __init__(self, message: str, details: Optional[Dict[str, Any]] = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "details": self.details}
+
+
+class UsageError(AgentError):
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+class Refused(AgentError):
+    """Signature, hash, length, expiry or version checks failed."""
+
+    exit_code = EXIT_REFUSED
+    kind = "refused"
+
+
+class RolledBack(AgentError):
+    exit_code = EXIT_ROLLED_BACK
+    kind = "rolled_back"
+
+
+class Busy(AgentError):
+    exit_code = EXIT_BUSY
+    kind = "busy"

@@ -1,0 +1,135 @@
+"""Fetch one release through python-tuf's ngclient: signatures, expiry, versions, lengths, hashes.
+
+The repository is a TUF repository made by `edge-deploy release` on the controller:
+    metadata/{N.root.json, timestamp.json, snapshot.json, targets.json}
+    targets/<app>/<tag>/{release.json, ...every file of the bundle}
+Pull mode reads it over HTTP(S); push mode copies it to the robot and reads it through
+`LocalFetcher` (file:// URLs), so both go through the same Updater and the same checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import posixpath
+from typing import Any, Dict, Iterator, List
+from urllib.parse import unquote, urlparse
+
+from edge_agent.errors import AgentError, Refused
+
+MANIFEST = "release.json"
+CHUNK = 1 << 16
+
+
+def _tuf():
+    try:
+        from tuf.api import exceptions
+        from tuf.ngclient import Updater
+        from tuf.ngclient.fetcher import FetcherInterface
+    except ImportError as exc:  # the role installs it; say so if it is missing
+        raise AgentError(
+            "python-tuf is not importable (%s): re-run the release role, or pip install tuf "
+            "into the agent's environment" % exc
+        ) from exc
+    return Updater, FetcherInterface, exceptions
+
+
+def local_fetcher():
+    """A FetcherInterface for file:// URLs (a repository copied onto the robot)."""
+    _, FetcherInterface, exceptions = _tuf()
+
+    class LocalFetcher(FetcherInterface):
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            parsed = urlparse(url)
+            if parsed.scheme != "file":
+                raise exceptions.DownloadError("LocalFetcher reads file:// URLs only, not %s" % url)
+            path = unquote(parsed.path)
+            if not os.path.isfile(path):
+                # ngclient reads 404 as "no such version" (how it learns the newest root)
+                raise exceptions.DownloadHTTPError("%s not found" % path, 404)
+
+            def chunks() -> Iterator[bytes]:
+                with open(path, "rb") as fh:
+                    yield from iter(lambda: fh.read(CHUNK), b"")
+
+            return chunks()
+
+    return LocalFetcher()
+
+
+def repository_url(location: str) -> str:
+    """Accept a URL or a local directory; return a URL ending in '/'."""
+    if "://" not in location:
+        location = "file://" + os.path.abspath(location)
+    return location.rstrip("/") + "/"
+
+
+def make_updater(tuf_dir: str, location: str, target_dir: str):
+    Updater, _, _ = _tuf()
+    base = repository_url(location)
+    if not os.path.exists(os.path.join(tuf_dir, "root.json")):
+        raise AgentError(
+            "no trusted root metadata at %s/root.json: the release role installs it (release_trusted_root)"
+            % tuf_dir
+        )
+    kwargs: Dict[str, Any] = {
+        "metadata_dir": tuf_dir,
+        "metadata_base_url": base + "metadata/",
+        "target_dir": target_dir,
+        "target_base_url": base + "targets/",
+    }
+    if base.startswith("file://"):
+        kwargs["fetcher"] = local_fetcher()
+    if "bootstrap" in inspect.signature(Updater.__init__).parameters:
+        # python-tuf >= 6: bootstrap=None trusts the root cached in tuf_dir (installed by the role)
+        kwargs["bootstrap"] = None
+    return Updater(**kwargs)
+
+
+def safe_relpath(path: str) -> str:
+    norm = posixpath.normpath(path)
+    if path != norm or norm.startswith(("/", "../")) or norm in (".", "..") or "\\" in path:
+        raise Refused("release manifest lists an unsafe path %r" % path)
+    return norm
+
+
+def _refusal(exc: BaseException, what: str) -> Refused:
+    return Refused("%s refused: %s: %s" % (what, type(exc).__name__, exc), {"error": type(exc).__name__})
+
+
+def fetch_release(tuf_dir: str, location: str, app: str, tag: str, dest: str) -> Dict[str, Any]:
+    """Verify and download every file of <app>/<tag> into `dest`; return the verified manifest."""
+    _, _, exceptions = _tuf()
+    os.makedirs(tuf_dir, exist_ok=True)
+    os.makedirs(dest, exist_ok=True)
+    prefix = "%s/%s/" % (app, tag)
+    try:
+        updater = make_updater(tuf_dir, location, dest)
+        updater.refresh()
+        info = updater.get_targetinfo(prefix + MANIFEST)
+        if info is None:
+            raise Refused("the signed repository has no release %s %s" % (app, tag))
+        updater.download_target(info, os.path.join(dest, MANIFEST))
+        with open(os.path.join(dest, MANIFEST), encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        if manifest.get("name") != app or manifest.get("tag") != tag:
+            raise Refused(
+                "release.json names %s %s, expected %s %s"
+                % (manifest.get("name"), manifest.get("tag"), app, tag)
+            )
+        files: List[str] = [safe_relpath(f["path"]) for f in manifest.get("files", [])]
+        for rel in files:
+            if rel == MANIFEST:
+                continue
+            target = updater.get_targetinfo(prefix + rel)
+            if target is None:
+                raise Refused("%s is listed in release.json but not signed" % rel)
+            path = os.path.join(dest, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            updater.download_target(target, path)
+    except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
+        raise _refusal(exc, "release %s %s" % (app, tag)) from exc
+    except ValueError as exc:  # malformed metadata or manifest
+        raise _refusal(exc, "release %s %s" % (app, tag)) from exc
+    return manifest

@@ -1,0 +1,132 @@
+"""`edge-deploy release build SRC --tag v1.2.0`: a release bundle from a source folder.
+
+The source folder holds the app, its models and config, and `release.yaml`:
+
+    name: edge-app                      # the robot's /opt/<name> and <name>.service
+    entry: ["{python}", "app.py"]       # run in the release folder; {python} is the agent's interpreter
+    health:
+      http: {port: 8080, path: /healthz}   # or command: [...]
+      soak_seconds: 30
+      interval_seconds: 2
+    watchdog_seconds: 10
+    models:
+      - name: digits
+        onnx: models/digits.onnx
+        precision: fp32                 # int8: point onnx at the Q/DQ model
+        backends: [tensorrt, onnxruntime]
+        golden: {samples: models/golden.npz, max_abs_error: 0.001, p99_ms: 50}
+    compatible: {jetpack_min: "5.1", jetpack_max: "6.2", modules: [orin_nano, orin_nx, agx_orin]}
+    ports: [8080]
+    environment: {LOG_LEVEL: info}
+
+The bundle is a folder `<name>-<tag>/` with every source file and `release.json` (the manifest
+plus name, tag, version and each file's length and sha256). `release sign` signs it into the TUF
+repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Dict, List
+
+from edge_agent.fsutil import sha256_file
+
+TAG_RE = re.compile(r"^v?(?P<version>\d+(\.\d+){0,3}(-[A-Za-z0-9.]+)?)$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}$")
+SOURCE_NAMES = ("release.yaml", "release.yml", "release.json")
+KNOWN_KEYS = {
+    "name",
+    "entry",
+    "health",
+    "watchdog_seconds",
+    "models",
+    "compatible",
+    "ports",
+    "environment",
+    "description",
+}
+SKIP_PARTS = {"__pycache__", ".git", ".pytest_cache"}
+
+
+class BundleError(Exception):
+    pass
+
+
+def load_source_manifest(src: Path) -> Dict[str, Any]:
+    for name in SOURCE_NAMES:
+        path = src / name
+        if path.is_file():
+            if name.endswith(".json"):
+                return json.loads(path.read_text(encoding="utf-8"))
+            import yaml
+
+            return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raise BundleError("%s has no release.yaml (or release.json)" % src)
+
+
+def validate(manifest: Dict[str, Any], src: Path) -> None:
+    unknown = set(manifest) - KNOWN_KEYS
+    if unknown:
+        raise BundleError("release.yaml: unknown key(s) %s" % ", ".join(sorted(unknown)))
+    if not NAME_RE.match(str(manifest.get("name", ""))):
+        raise BundleError(
+            "release.yaml: name must be lower-case letters, digits and '-' (got %r)" % manifest.get("name")
+        )
+    entry = manifest.get("entry")
+    if not isinstance(entry, list) or not entry or not all(isinstance(a, str) for a in entry):
+        raise BundleError("release.yaml: entry must be a non-empty list of strings")
+    health = manifest.get("health") or {}
+    if health.get("http") and "port" not in health["http"]:
+        raise BundleError("release.yaml: health.http needs a port")
+    for model in manifest.get("models") or []:
+        for key in ("name", "onnx"):
+            if not model.get(key):
+                raise BundleError("release.yaml: every model needs %s" % key)
+        paths = [model["onnx"]] + ([model["golden"]["samples"]] if model.get("golden") else [])
+        for rel in paths:
+            if not (src / rel).is_file():
+                raise BundleError(
+                    "release.yaml: model %s refers to %s, which is not in %s" % (model["name"], rel, src)
+                )
+
+
+def source_files(src: Path) -> List[Path]:
+    files = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if path.is_symlink():
+            raise BundleError("%s is a symlink: bundles hold plain files only" % rel)
+        if not path.is_file() or SKIP_PARTS.intersection(rel.parts) or rel.name.endswith(".pyc"):
+            continue
+        if rel.as_posix() in SOURCE_NAMES or rel.name.startswith("."):
+            continue
+        files.append(rel)
+    return files
+
+
+def build(src: str, tag: str, out: str) -> Dict[str, Any]:
+    """Write `<out>/<name>-<tag>/`; return its release.json."""
+    src_path = Path(src)
+    match = TAG_RE.match(tag)
+    if not match:
+        raise BundleError("tag %r is not a version tag such as v1.2.0 or 1.2.0-rc1" % tag)
+    manifest = load_source_manifest(src_path)
+    validate(manifest, src_path)
+    dest = Path(out) / ("%s-%s" % (manifest["name"], tag))
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    files = []
+    for rel in source_files(src_path):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src_path / rel, target)
+        os.chmod(target, 0o644)
+        files.append({"path": rel.as_posix(), "length": target.stat().st_size, "sha256": sha256_file(target)})
+    release = dict(manifest, tag=tag, version=match.group("version"), files=files, schema=1)
+    (dest / "release.json").write_text(json.dumps(release, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return dict(release, path=str(dest))

@@ -1,0 +1,218 @@
+"""The TUF repository releases are signed into (python-tuf's Metadata API and `tuf.repository`).
+
+    <repo>/metadata/{1.root.json, root.json, targets.json, snapshot.json, timestamp.json}
+    <repo>/targets/<app>/<tag>/{release.json, ...every file of the bundle}
+    <keys>/{root,targets,snapshot,timestamp}.pem      (PKCS#8 ed25519, mode 0600; keep root offline)
+
+Every bundle file is a TUF target (length and sha256). Metadata versions only go up, each role
+expires, and robots refuse anything that fails those checks (ngclient). Consistent snapshots are
+off: release targets never change once signed (a tag is immutable), and the robot copy of a
+repository is written in one go.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import (
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+from tuf.repository import Repository
+
+from edge_agent.agent import version_key as _version_key
+from edge_agent.fsutil import sha256_file
+
+ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
+DEFAULT_EXPIRY_DAYS = {Root.type: 365, Targets.type: 90, Snapshot.type: 30, Timestamp.type: 7}
+SPEC_VERSION = "1.0.31"
+
+
+class RepoError(Exception):
+    pass
+
+
+def _load_signer(path: Path) -> CryptoSigner:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return CryptoSigner(load_pem_private_key(path.read_bytes(), None))
+
+
+class ReleaseRepository(Repository):
+    """A file-backed TUF repository with one key per top-level role."""
+
+    def __init__(self, repo_dir: str, keys_dir: str, expiry: Optional[Dict[str, timedelta]] = None):
+        self.repo = Path(repo_dir)
+        self.keys = Path(keys_dir)
+        self.metadata_dir = self.repo / "metadata"
+        self.targets_dir = self.repo / "targets"
+        self.expiry = {role: timedelta(days=days) for role, days in DEFAULT_EXPIRY_DAYS.items()}
+        self.expiry.update(expiry or {})
+        self._new: set = set()
+
+    # ----------------------------------------------------------------- tuf.repository.Repository
+    def _path(self, role: str) -> Path:
+        return self.metadata_dir / ("%s.json" % role)
+
+    def open(self, role: str) -> Metadata:
+        path = self._path(role)
+        if path.exists():
+            return Metadata.from_file(str(path))
+        self._new.add(role)
+        signed = {Root.type: Root, Targets.type: Targets, Snapshot.type: Snapshot, Timestamp.type: Timestamp}[
+            role
+        ]
+        return Metadata(signed(expires=self._expires(role)))
+
+    def close(self, role: str, md: Metadata) -> None:
+        if role in self._new:
+            self._new.discard(role)  # version 1 as created
+        else:
+            md.signed.version += 1
+        md.signed.expires = self._expires(role)
+        md.signatures.clear()
+        md.sign(self.signer(role), append=True)
+        self._write(role, md)
+
+    @property
+    def targets_infos(self) -> Dict[str, MetaFile]:
+        return {"targets.json": MetaFile(version=self.targets().version)}
+
+    @property
+    def snapshot_info(self) -> MetaFile:
+        return MetaFile(version=self.snapshot().version)
+
+    # ----------------------------------------------------------------- helpers
+    def _expires(self, role: str) -> datetime:
+        return (datetime.now(timezone.utc) + self.expiry[role]).replace(microsecond=0)
+
+    def _write(self, role: str, md: Metadata) -> None:
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        data = md.to_bytes(JSONSerializer(compact=False))
+        names = ["%s.json" % role]
+        if role == Root.type:
+            names.insert(0, "%d.root.json" % md.signed.version)  # ngclient fetches roots by version
+        for name in names:
+            tmp = self.metadata_dir / (".%s.tmp" % name)
+            tmp.write_bytes(data)
+            os.replace(tmp, self.metadata_dir / name)
+
+    def signer(self, role: str) -> CryptoSigner:
+        path = self.keys / ("%s.pem" % role)
+        if not path.exists():
+            raise RepoError("no %s key at %s: run `edge-deploy release init` first" % (role, path))
+        return _load_signer(path)
+
+    # ----------------------------------------------------------------- operations
+    def init(self) -> Dict[str, Any]:
+        if self._path(Root.type).exists():
+            raise RepoError("%s already holds a TUF repository" % self.repo)
+        self.keys.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.keys, 0o700)
+        signers = {}
+        for role in ROLES:
+            path = self.keys / ("%s.pem" % role)
+            if path.exists():
+                signers[role] = _load_signer(path)
+                continue
+            signer = CryptoSigner.generate_ed25519()
+            fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(signer.private_bytes)
+            signers[role] = signer
+        with self.edit_root() as root:
+            root.consistent_snapshot = False
+            for role, signer in signers.items():
+                root.add_key(signer.public_key, role)
+        with self.edit_targets():
+            pass
+        self.do_snapshot(force=True)
+        self.do_timestamp(force=True)
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        return {
+            "repository": str(self.repo),
+            "keys": str(self.keys),
+            "root": str(self.metadata_dir / "1.root.json"),
+            "keyids": {role: signer.public_key.keyid for role, signer in signers.items()},
+        }
+
+    def add_release(self, bundle_dir: str) -> Dict[str, Any]:
+        bundle = Path(bundle_dir)
+        release = json.loads((bundle / "release.json").read_text(encoding="utf-8"))
+        app, tag = release["name"], release["tag"]
+        prefix = "%s/%s/" % (app, tag)
+        listed = {f["path"]: f for f in release["files"]}
+        existing = {path for path in self.targets().targets if path.startswith(prefix)}
+        if existing:
+            raise RepoError("%s %s is already signed: tags are immutable, build a new tag" % (app, tag))
+        newest = self.newest_version(app)
+        if newest is not None and _version_key(release["version"]) <= _version_key(newest):
+            raise RepoError(
+                "%s %s: version %s is not newer than the newest signed version %s"
+                % (app, tag, release["version"], newest)
+            )
+        dest = self.targets_dir / app / tag
+        if dest.exists():
+            shutil.rmtree(dest)
+        with self.edit_targets() as targets:
+            for rel in [*sorted(listed), "release.json"]:
+                src = bundle / rel
+                if rel != "release.json" and sha256_file(str(src)) != listed[rel]["sha256"]:
+                    raise RepoError("%s changed since the bundle was built" % src)
+                out = dest / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out)
+                custom = (
+                    {"edge_release": {"app": app, "tag": tag, "version": release["version"]}}
+                    if rel == "release.json"
+                    else None
+                )
+                info = TargetFile.from_file(prefix + rel, str(out), ["sha256"])
+                if custom:
+                    info.unrecognized_fields["custom"] = custom
+                targets.targets[info.path] = info
+        self.do_snapshot()
+        self.do_timestamp()
+        return {
+            "app": app,
+            "tag": tag,
+            "version": release["version"],
+            "targets": len(listed) + 1,
+            "targets_version": self.targets().version,
+            "timestamp_version": self.timestamp().version,
+        }
+
+    def newest_version(self, app: str) -> Optional[str]:
+        versions = [
+            t.unrecognized_fields.get("custom", {}).get("edge_release", {}).get("version")
+            for path, t in self.targets().targets.items()
+            if path.startswith(app + "/") and path.endswith("/release.json")
+        ]
+        versions = [v for v in versions if v]
+        return max(versions, key=_version_key) if versions else None
+
+    def refresh(self) -> Dict[str, Any]:
+        """Re-sign snapshot and timestamp with fresh expiry (run on a schedule for a live repository)."""
+        self.do_snapshot(force=True)
+        self.do_timestamp(force=True)
+        return {"snapshot_version": self.snapshot().version, "timestamp_version": self.timestamp().version}
+
+    def releases(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {}
+        for _path, target in sorted(self.targets().targets.items()):
+            meta = target.unrecognized_fields.get("custom", {}).get("edge_release")
+            if meta:
+                out.setdefault(meta["app"], []).append(meta["tag"])
+        return out

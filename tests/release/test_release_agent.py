@@ -1,0 +1,206 @@
+"""The robot-side agent on a temp root: verify refusals, stage, activate, rollback, snapshots."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import FakeSystemd
+
+from edge_agent import agent as agent_mod
+from edge_agent.errors import AgentError, Refused, RolledBack
+
+
+def tree(path):
+    return {
+        os.path.relpath(os.path.join(b, f), path): open(os.path.join(b, f), "rb").read()
+        for b, _, files in os.walk(path)
+        for f in files
+    }
+
+
+def live(agent, releases, *tags, **manifest):
+    """Publish `tags`, then stage and activate each in turn; returns the repository path."""
+    repo = str(releases.repo_dir)
+    for tag in tags:
+        releases.publish(tag, **manifest)
+    for tag in tags:
+        agent.stage(repo, tag)
+        agent.activate(tag)
+    return repo
+
+
+def test_push_cycle_v1_v2_rollback_forward(releases, make_agent, tmp_path):
+    agent = make_agent()
+    repo = str(releases.repo_dir)
+    releases.publish("v1.0.0")
+    releases.publish("v2.0.0")
+    assert agent.stage(repo, "v1.0.0")["changed"]
+    assert not agent.stage(repo, "v1.0.0")["changed"]
+    agent.activate("v1.0.0")
+    data = tmp_path / "opt" / "shared" / "data"
+    data.mkdir()
+    (data / "map.bin").write_bytes(os.urandom(4096))
+    before = tree(data)
+    agent.stage(repo, "v2.0.0")
+    result = agent.activate("v2.0.0")
+    assert result["from"] == "v1.0.0" and agent.current_tag() == "v2.0.0"
+    assert json.loads((tmp_path / "opt/shared/config/app.json").read_text()) == {"tag": "v2.0.0"}
+    back = agent.rollback()
+    assert back["tag"] == "v1.0.0" and back["outside_state"] == "snapshot"
+    assert json.loads((tmp_path / "opt/shared/config/app.json").read_text()) == {"tag": "v1.0.0"}
+    assert "v1.0.0" in (tmp_path / "systemd/edge-app.service.d/50-release.conf").read_text()
+    forward = agent.rollback("v2.0.0")
+    assert forward["tag"] == "v2.0.0" and agent.current_tag() == "v2.0.0"
+    assert tree(data) == before
+    status = agent.status()
+    assert status["current"] == "v2.0.0" and status["previous"] == "v1.0.0"
+    assert [r["tag"] for r in status["releases"]] == ["v1.0.0", "v2.0.0"]
+
+
+@pytest.mark.parametrize("attack", ["tampered", "bad_signature", "expired", "replayed"])
+def test_refused_releases_change_nothing(releases, make_agent, tmp_path, expired_repo, attack):
+    agent = make_agent()
+    repo = releases.repo_dir
+    releases.publish("v1.0.0")
+    agent.stage(str(repo), "v1.0.0")
+    agent.activate("v1.0.0")
+    old_metadata = tmp_path / "old-metadata"
+    shutil.copytree(repo / "metadata", old_metadata)
+    if attack == "expired":
+        releases.publish("v2.0.0", repo=expired_repo)
+    else:
+        releases.publish("v2.0.0")
+    if attack == "tampered":
+        path = repo / "targets/edge-app/v2.0.0/app.py"
+        path.write_text(path.read_text().replace("v2", "v9"))  # same length, other bytes
+    elif attack == "bad_signature":
+        path = repo / "metadata/targets.json"
+        md = json.loads(path.read_text())
+        md["signed"]["expires"] = "2099-01-01T00:00:00Z"
+        path.write_text(json.dumps(md))
+    elif attack == "replayed":
+        agent.verify(str(repo), "v2.0.0")  # the robot now trusts the newer metadata
+        shutil.rmtree(repo / "metadata")
+        shutil.copytree(old_metadata, repo / "metadata")
+    before = tree(tmp_path / "opt")
+    with pytest.raises(Refused) as info:
+        agent.stage(str(repo), "v2.0.0")
+    expected = {
+        "tampered": "LengthOrHashMismatch",
+        "bad_signature": "UnsignedMetadata",
+        "expired": "ExpiredMetadata",
+        "replayed": "no release|BadVersionNumber",
+    }[attack]
+    assert any(word in info.value.message for word in expected.split("|")), info.value.message
+    after = tree(tmp_path / "opt")
+    assert after == before
+    assert agent.current_tag() == "v1.0.0"
+
+
+def test_older_version_is_refused_unless_rollback(releases, make_agent):
+    agent = make_agent()
+    repo = str(releases.repo_dir)
+    releases.publish("v1.0.0")
+    releases.publish("v2.0.0")
+    agent.stage(repo, "v2.0.0")
+    agent.activate("v2.0.0")
+    with pytest.raises(Refused, match="older than the installed"):
+        agent.stage(repo, "v1.0.0")
+    assert agent.stage(repo, "v1.0.0", allow_downgrade=True)["changed"]
+
+
+def test_killed_mid_stage_leaves_current_and_a_rerun_completes(releases, make_agent, tmp_path):
+    agent = make_agent()
+    repo = live(agent, releases, "v1.0.0")
+    releases.publish("v2.0.0")
+    leftover = tmp_path / "opt/releases/.staging-v2.0.0-99999"
+    leftover.mkdir()
+    (leftover / "app.py").write_text("half")
+    assert not agent.is_staged("v2.0.0")
+    result = agent.stage(repo, "v2.0.0")
+    assert result["leftovers_removed"] == [".staging-v2.0.0-99999"]
+    assert agent.is_staged("v2.0.0") and agent.current_tag() == "v1.0.0"
+
+
+def test_disk_full_while_staging_fails_cleanly(releases, make_agent, tmp_path, monkeypatch):
+    agent = make_agent()
+    repo = live(agent, releases, "v1.0.0")
+    releases.publish("v2.0.0")
+    real = agent_mod.tufclient.fetch_release
+
+    def full(*args, **kwargs):
+        real(*args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(agent_mod.tufclient, "fetch_release", full)
+    with pytest.raises(AgentError, match=r"disk full while staging v2\.0\.0"):
+        agent.stage(repo, "v2.0.0")
+    assert sorted(os.listdir(tmp_path / "opt/releases")) == ["v1.0.0"]
+    assert agent.current_tag() == "v1.0.0"
+
+
+def test_failed_health_gate_rolls_back_on_the_robot(releases, make_agent, tmp_path):
+    systemd = FakeSystemd()
+    agent = make_agent(systemd=systemd)
+    repo = str(releases.repo_dir)
+    check = {
+        "command": ["sh", "-c", "test ! -e broken"],
+        "soak_seconds": 0.3,
+        "interval_seconds": 0.1,
+        "start_timeout_seconds": 0.3,
+    }
+    releases.publish("v1.0.0", health=check)
+    releases.publish("v2.0.0", files={"app.py": "", "broken": "", "config/app.json": "{}"}, health=check)
+    agent.stage(repo, "v1.0.0")
+    agent.activate("v1.0.0")
+    agent.stage(repo, "v2.0.0")
+    with pytest.raises(RolledBack, match=r"rolled back to v1\.0\.0") as info:
+        agent.activate("v2.0.0")
+    assert info.value.details["rollback_health"]["passed"]
+    assert agent.current_tag() == "v1.0.0"
+    assert agent.status()["bad"] == {"v2.0.0": info.value.details["health"]["reason"]}
+    assert json.loads((tmp_path / "opt/shared/config/app.json").read_text()) == {"tag": "v1.0.0"}
+
+
+def test_on_failure_rolls_back_a_crash_loop(releases, make_agent):
+    systemd = FakeSystemd()
+    agent = make_agent(systemd=systemd)
+    live(agent, releases, "v1.0.0", "v2.0.0")
+    assert not agent.on_failure()["changed"]  # active: nothing to do
+    systemd.state.update(ActiveState="failed", Result="start-limit-hit")
+    dropin = Path(agent.cfg.dropin_path)
+
+    def show(unit):  # failed until the agent has switched back to v1.0.0
+        up = "v1.0.0" in dropin.read_text()
+        return dict(systemd.state, ActiveState="active") if up else dict(systemd.state)
+
+    systemd.show = show
+    result = agent.on_failure()
+    assert result["tag"] == "v1.0.0" and agent.current_tag() == "v1.0.0"
+    assert "crash loop" in agent.status()["bad"]["v2.0.0"]
+
+
+def test_keeps_n_releases_never_the_current_or_previous(releases, make_agent):
+    agent = make_agent(keep_releases=2)
+    live(agent, releases, "v1.0.0", "v2.0.0", "v3.0.0", "v4.0.0")
+    assert agent.kept() == ["v3.0.0", "v4.0.0"]
+    assert agent.status()["previous"] == "v3.0.0"
+
+
+def test_damaged_snapshot_falls_back_to_the_release(releases, make_agent, tmp_path):
+    agent = make_agent()
+    live(agent, releases, "v1.0.0", "v2.0.0")
+    (tmp_path / "opt/snapshots/v1.0.0/files/config/app.json").write_text('{"tag": "evil"}')
+    assert agent.rollback()["outside_state"] == "release"
+    assert json.loads((tmp_path / "opt/shared/config/app.json").read_text()) == {"tag": "v1.0.0"}
+
+
+def test_version_order():
+    key = agent_mod.version_key
+    assert key("1.2.10") > key("1.2.9") > key("1.2.9-rc1")
+    assert key("v2.0") == key("2.0.0")

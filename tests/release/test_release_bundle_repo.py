@@ -1,0 +1,73 @@
+"""Release bundles and the signed TUF repository on the controller."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+from tuf.api.metadata import Metadata
+
+from edge_deploy.release import agent_pack, bundle
+from edge_deploy.release.repo import ReleaseRepository, RepoError
+
+
+def test_bundle_lists_every_file_with_length_and_hash(releases):
+    path = releases.publish("v1.0.0")
+    release = json.loads((path / "release.json").read_text())
+    assert release["tag"] == "v1.0.0" and release["version"] == "1.0.0"
+    listed = {f["path"]: f for f in release["files"]}
+    assert set(listed) == {"app.py", "config/app.json"}
+    assert listed["app.py"]["length"] == (path / "app.py").stat().st_size
+    assert listed["app.py"]["sha256"] == bundle.sha256_file(path / "app.py")
+
+
+def test_bundle_refuses_bad_tags_and_missing_models(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "release.json").write_text(
+        json.dumps({"name": "edge-app", "entry": ["x"], "models": [{"name": "m", "onnx": "missing.onnx"}]})
+    )
+    with pytest.raises(bundle.BundleError, match="not a version tag"):
+        bundle.build(str(src), "latest", str(tmp_path / "out"))
+    with pytest.raises(bundle.BundleError, match=r"missing\.onnx"):
+        bundle.build(str(src), "v1.0.0", str(tmp_path / "out"))
+
+
+def test_every_target_is_signed_and_versions_go_up(releases):
+    releases.publish("v1.0.0")
+    md = Metadata.from_file(str(releases.repo_dir / "metadata" / "targets.json"))
+    assert {
+        "edge-app/v1.0.0/app.py",
+        "edge-app/v1.0.0/config/app.json",
+        "edge-app/v1.0.0/release.json",
+    } <= set(md.signed.targets)
+    root = Metadata.from_file(str(releases.repo_dir / "metadata" / "1.root.json"))
+    root.signed.verify_delegate("targets", md.signed_bytes, md.signatures)
+    before = releases.repo.timestamp().version
+    releases.publish("v1.1.0")
+    assert releases.repo.timestamp().version == before + 1
+    assert releases.repo.releases() == {"edge-app": ["v1.0.0", "v1.1.0"]}
+
+
+def test_tags_are_immutable_and_versions_only_go_up(releases):
+    releases.publish("v1.1.0")
+    with pytest.raises(RepoError, match="already signed"):
+        releases.publish("v1.1.0")
+    with pytest.raises(RepoError, match="not newer"):
+        releases.publish("v1.0.0")
+
+
+def test_init_refuses_an_existing_repository(releases):
+    with pytest.raises(RepoError, match="already holds"):
+        ReleaseRepository(str(releases.repo_dir), str(releases.keys)).init()
+    assert oct(releases.keys.joinpath("root.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_agent_zip_is_reproducible_and_has_both_packages(tmp_path):
+    first = agent_pack.pack(str(tmp_path / "a.pyz"))
+    second = agent_pack.pack(str(tmp_path / "b.pyz"))
+    assert first["sha256"] == second["sha256"]
+    names = zipfile.ZipFile(tmp_path / "a.pyz").namelist()
+    assert "__main__.py" in names and "edge_agent/agent.py" in names and "engine_builder/cli.py" in names
+    assert not [n for n in names if n.endswith(".pyc")]
