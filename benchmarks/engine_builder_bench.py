@@ -28,11 +28,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from engine_builder.backends.ort_backend import OnnxRuntimeRunner  # noqa: E402  after sys.path
-from engine_builder.bench import time_calls  # noqa: E402  after sys.path
 from engine_builder.build import build  # noqa: E402  after sys.path
 from engine_builder.options import BuildOptions  # noqa: E402  after sys.path
 from engine_builder.quantize import quantize  # noqa: E402  after sys.path
-from engine_builder.stats import percentile  # noqa: E402  after sys.path
+from engine_builder.stats import percentile, summarize_ms  # noqa: E402  after sys.path
 
 DIGITS = os.path.join(REPO, "examples", "digits")
 OVERHEAD_GOAL = 0.03
@@ -51,33 +50,40 @@ def cpu_label() -> str:
     return "%s, %d logical cores" % (name, os.cpu_count() or 0)
 
 
+def _latencies(call: Callable[[], Any], iterations: int) -> List[float]:
+    clock = time.perf_counter
+    out = []
+    for _ in range(iterations):
+        t0 = clock()
+        call()
+        out.append((clock() - t0) * 1000.0)
+    return out
+
+
 def interleaved(variants: Dict[str, Callable[[], Any]], rounds: int, iterations: int) -> Dict[str, Dict]:
-    """Median over rounds of each variant's p50; the order flips every round (ABBA...), so drift
-    and order effects of a shared VM hit every variant alike."""
+    """Latency statistics per variant, pooled over rounds whose order flips every round (ABBA...),
+    so drift and order effects of a shared machine hit every variant alike."""
     names = list(variants)
     for call in variants.values():
-        time_calls(call, warmup=max(20, iterations // 5), iterations=1)
-    p50s: Dict[str, List[float]] = {name: [] for name in names}
+        _latencies(call, max(20, iterations // 5))  # warm-up
+    pooled: Dict[str, List[float]] = {name: [] for name in names}
+    round_p50: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in names if r % 2 == 0 else reversed(names):
-            p50s[name].append(
-                time_calls(variants[name], warmup=2, iterations=iterations)["latency_ms"]["p50"]
-            )
-    return {
-        name: {"p50_ms": percentile(sorted(v), 50), "round_p50s_ms": [round(x, 6) for x in v]}
-        for name, v in p50s.items()
-    }
-
-
-def measure(call: Callable[[], Any], iterations: int) -> Dict[str, float]:
-    result = time_calls(call, warmup=max(5, iterations // 10), iterations=iterations)
-    lat = result["latency_ms"]
-    return {
-        "p50_ms": lat["p50"],
-        "p99_ms": lat["p99"],
-        "mean_ms": lat["mean"],
-        "qps": result["throughput_qps"],
-    }
+        for name in names if r % 2 == 0 else list(reversed(names)):
+            lat = _latencies(variants[name], iterations)
+            pooled[name].extend(lat)
+            round_p50[name].append(round(percentile(sorted(lat), 50), 6))
+    out = {}
+    for name in names:
+        stats = summarize_ms(pooled[name])
+        out[name] = {
+            "p50_ms": stats["p50"],
+            "p99_ms": stats["p99"],
+            "mean_ms": stats["mean"],
+            "samples": len(pooled[name]),
+            "round_p50s_ms": round_p50[name],
+        }
+    return out
 
 
 # --------------------------------------------------------------------------- MobileNet-like model
@@ -179,31 +185,42 @@ def overhead_section(work: str, quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
+def _built_runners(work: str, tag: str, models: Dict[str, str]) -> Dict[str, OnnxRuntimeRunner]:
+    runners = {}
+    for precision, model in models.items():
+        built = build(
+            model, "onnxruntime", BuildOptions(precision=precision),
+            output=os.path.join(work, "%s-%s.ort.onnx" % (tag, precision)),
+        )  # fmt: skip
+        runners[precision] = OnnxRuntimeRunner(built["artifact_path"]).__enter__()
+    return runners
+
+
 def digits_section(work: str, quick: bool) -> List[Dict[str, Any]]:
     golden = np.load(os.path.join(DIGITS, "digits_golden.npz"))
     x, labels = golden["input"], golden["labels"]
+    models = {
+        p: os.path.join(DIGITS, m)
+        for p, m in (("fp32", "digits_fp32.onnx"), ("int8", "digits_int8_qdq.onnx"))
+    }
+    runners = _built_runners(work, "digits", models)
+    one, batch = {"input": x[:1]}, {"input": x[:64]}
+    b1 = interleaved({p: (lambda r=r: r.infer(one)) for p, r in runners.items()}, 6, 300 if quick else 2000)
+    b64 = interleaved({p: (lambda r=r: r.infer(batch)) for p, r in runners.items()}, 6, 30 if quick else 200)
     rows = []
-    for precision, model in (("fp32", "digits_fp32.onnx"), ("int8", "digits_int8_qdq.onnx")):
-        built = build(
-            os.path.join(DIGITS, model), "onnxruntime", BuildOptions(precision=precision),
-            output=os.path.join(work, "digits-%s.ort.onnx" % precision),
-        )  # fmt: skip
-        with OnnxRuntimeRunner(built["artifact_path"]) as runner:
-            logits = runner.infer({"input": x})["output"]
-            one = {"input": x[:1]}
-            batch = {"input": x[:64]}
-            b1 = measure(lambda one=one, runner=runner: runner.infer(one), 500 if quick else 3000)
-            b64 = measure(lambda batch=batch, runner=runner: runner.infer(batch), 100 if quick else 500)
+    for precision, runner in runners.items():
+        logits = runner.infer({"input": x})["output"]
         rows.append(
             {
                 "model": "digits",
                 "precision": precision,
                 "accuracy": float((logits.argmax(1) == labels).mean()),
                 "test_samples": len(labels),
-                "batch1": b1,
-                "batch64": b64,
+                "batch1": b1[precision],
+                "batch64": b64[precision],
             }
         )
+        runner.deactivate()
     return rows
 
 
@@ -216,17 +233,12 @@ def mobilenet_section(work: str, quick: bool) -> List[Dict[str, Any]]:
         np.save(os.path.join(calib, "c%d.npy" % i), rng.standard_normal((2, 3, 224, 224)).astype(np.float32))
     int8 = os.path.join(work, "mobilenet_like.qdq.onnx")
     quantize(fp32, int8, calibration=calib)
-    rows = []
+    runners = _built_runners(work, "mobilenet", {"fp32": fp32, "int8": int8})
     x = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    for precision, model in (("fp32", fp32), ("int8", int8)):
-        built = build(
-            model, "onnxruntime", BuildOptions(precision=precision),
-            output=os.path.join(work, "mobilenet-%s.ort.onnx" % precision),
-        )  # fmt: skip
-        with OnnxRuntimeRunner(built["artifact_path"]) as runner:
-            stats = measure(lambda runner=runner: runner.infer(x), 10 if quick else 150)
-        rows.append({"model": "mobilenet-like 224x224", "precision": precision, "batch1": stats})
-    return rows
+    b1 = interleaved({p: (lambda r=r: r.infer(x)) for p, r in runners.items()}, 6, 3 if quick else 25)
+    for runner in runners.values():
+        runner.deactivate()
+    return [{"model": "mobilenet-like 224x224", "precision": p, "batch1": b1[p]} for p in runners]
 
 
 # --------------------------------------------------------------------------- output
@@ -274,7 +286,12 @@ def plot(report: Dict[str, Any], path: str) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
     ov = report["overhead"]
-    axes[0].bar([r["model"] for r in ov], [100 * r["overhead"] for r in ov], color="tab:blue")
+    pos = np.arange(len(ov))
+    axes[0].bar(pos - 0.2, [100 * r["overhead"] for r in ov], 0.4, color="tab:blue", label="backend vs bare")
+    axes[0].bar(
+        pos + 0.2, [100 * r["noise_floor"] for r in ov], 0.4, color="tab:gray", label="bare vs bare (noise)"
+    )
+    axes[0].set_xticks(pos, [r["model"] for r in ov])
     axes[0].axhline(100 * OVERHEAD_GOAL, color="tab:red", linestyle="--", label="goal 3%")
     axes[0].set_ylabel("p50 overhead vs bare onnxruntime (%)")
     axes[0].set_title("onnxruntime backend overhead")

@@ -58,7 +58,14 @@ def build(
         hit = manifest.cached(artifact, key)
         if hit is not None:
             hit = dict(hit)
-            hit.update({"changed": False, "cache_hit": True, "artifact_path": artifact})
+            hit.update(
+                {
+                    "changed": False,
+                    "cache_hit": True,
+                    "artifact_path": artifact,
+                    "manifest_path": manifest.manifest_path(artifact),
+                }
+            )
             return hit
 
     started = time.time()
@@ -86,5 +93,12 @@ def build(
         "backend_facts": extra,
     }
     atomic_write_json(manifest.manifest_path(artifact), data)
-    data.update({"changed": True, "cache_hit": False, "artifact_path": artifact})
+    data.update(
+        {
+            "changed": True,
+            "cache_hit": False,
+            "artifact_path": artifact,
+            "manifest_path": manifest.manifest_path(artifact),
+        }
+    )
     return data

@@ -134,15 +134,20 @@ def cmd_quantize(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _timing_cache(args: argparse.Namespace, device: Dict[str, Any]) -> Optional[str]:
-    if args.timing_cache or not args.cache_dir:
+    """--timing-cache, or a file in --cache-dir named after the device and the TensorRT version
+    (a cache from another device or version is refused by the builder, so never share one)."""
+    if args.timing_cache or not args.cache_dir or args.backend == "onnxruntime":
         return args.timing_cache
     import hashlib
 
+    from engine_builder.backends import get_backend
     from engine_builder.device import identity_key
     from engine_builder.fingerprint import canonical_json
 
-    tag = hashlib.sha256(canonical_json(identity_key(device)).encode()).hexdigest()[:16]
-    return os.path.join(args.cache_dir, "timing-%s-%s.cache" % (args.backend, tag))
+    version = get_backend(args.backend, **_backend_kwargs(args)).version()
+    key = canonical_json({"device": identity_key(device), "tensorrt": version})
+    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(args.cache_dir, "timing-trt%s-%s.cache" % (version, tag))
 
 
 def cmd_build(args: argparse.Namespace) -> Dict[str, Any]:

@@ -3,6 +3,8 @@ for the three API branches in the field: 8.5.2 (JetPack 5.1), 8.6.2 (JetPack 6.0
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from fake_tensorrt import install
 
@@ -240,3 +242,35 @@ def test_runner_refuses_an_engine_from_elsewhere(monkeypatch, tmp_path):
     with pytest.raises(BuildError) as err:
         TensorRTRunner(str(engine), cuda=FakeCuda()).__enter__()
     assert "rebuild on this device" in err.value.hint
+
+
+def test_cache_dir_keeps_one_timing_cache_per_device_and_version(
+    monkeypatch, tmp_path, tiny_onnx, orin_nano, capsys
+):
+    import json
+
+    from engine_builder.cli import main
+
+    cache_dir = tmp_path / "cache"
+    device = json.dumps(orin_nano)
+    for version in ("8.6.2", "10.3.0"):
+        install(monkeypatch, version)
+        args = [
+            "build",
+            tiny_onnx,
+            "--backend",
+            "tensorrt",
+            "--cache-dir",
+            str(cache_dir),
+            "--device-json",
+            device,
+        ]
+        assert main([*args, "--output", str(tmp_path / ("m%s.engine" % version)), "--json", "--quiet"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["manifest_path"].endswith(".engine.manifest.json")
+    names = sorted(os.listdir(cache_dir))
+    assert (
+        len(names) == 2
+        and names[0].startswith("timing-trt10.3.0-")
+        and names[1].startswith("timing-trt8.6.2-")
+    )
