@@ -112,21 +112,32 @@ def prune(root: str, name: str, keep: int, previous: Optional[str]) -> List[str]
     return removed
 
 
-def _prune_onnx(root: str) -> None:
-    """Drop ONNX models no kept engine was built from."""
+def _prune_onnx(root: str, grace_s: float = 3600) -> None:
+    """Drop ONNX models no kept engine or build in progress uses (recent transfers are kept too)."""
     wanted = set()
     for name in os.listdir(root):
-        if name.startswith("."):
+        folder = os.path.join(root, name)
+        if name.startswith(".") or not os.path.isdir(folder):
             continue
+        for entry in os.listdir(folder):
+            model = os.path.join(folder, entry, "model.onnx")
+            if entry.startswith(STAGING_PREFIX) and os.path.islink(model):
+                wanted.add(os.path.basename(os.readlink(model))[: -len(".onnx")])
         for fingerprint in fingerprints(root, name):
-            artifact = artifact_in(os.path.join(root, name, fingerprint))
+            artifact = artifact_in(os.path.join(folder, fingerprint))
             data = manifest.read(artifact) if artifact else None
             if data:
                 wanted.add((data.get("onnx") or {}).get("sha256"))
-    folder = os.path.join(root, ".onnx")
-    for entry in os.listdir(folder) if os.path.isdir(folder) else []:
-        if entry.endswith(".onnx") and entry[: -len(".onnx")] not in wanted:
-            os.unlink(os.path.join(folder, entry))
+    onnx_dir = os.path.join(root, ".onnx")
+    now = time.time()
+    for entry in os.listdir(onnx_dir) if os.path.isdir(onnx_dir) else []:
+        path = os.path.join(onnx_dir, entry)
+        if (
+            entry.endswith(".onnx")
+            and entry[: -len(".onnx")] not in wanted
+            and now - os.path.getmtime(path) > grace_s
+        ):
+            os.unlink(path)
 
 
 def activate(root: str, name: str, fingerprint: str, staging: Optional[str], keep: int) -> Dict[str, Any]:
