@@ -29,6 +29,8 @@ MODULE_NAMES = {
 # Module boards (as opposed to carrier boards, which share the compatible string).
 MODULE_BOARDS = ("p3767", "p3701", "p3668", "p2888", "p3448", "p3636", "p3489", "p3310")
 # CUDA compute capability of each SoC's integrated GPU (Orin: 8.7).
+# nv_boot_control.conf's TEGRA_CHIPID, where the device tree cannot be read.
+SOC_BY_CHIPID = {"0x23": "tegra234", "0x19": "tegra194", "0x18": "tegra186", "0x21": "tegra210"}
 SOC_SM = {"tegra234": "8.7", "tegra194": "7.2", "tegra186": "6.2", "tegra210": "5.3"}
 # L4T -> (JetPack, TensorRT), only the rows FACTS.md confirms; anything else is reported as unknown.
 L4T_RELEASES = {
@@ -89,14 +91,24 @@ def parse_tnspec(text: str) -> Optional[str]:
     return None
 
 
+def parse_chipid(text: str) -> Optional[str]:
+    """`TEGRA_CHIPID 0x23` -> `0x23`."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "TEGRA_CHIPID":
+            return fields[1].lower()
+    return None
+
+
 def identity(root: str = "/") -> Dict[str, Optional[str]]:
     """Device identity read from the device; every field is None where it does not apply."""
     release = _read(root, "etc/nv_tegra_release")
     l4t = parse_tegra_release(release.decode("utf-8", "replace")) if release else None
     module, soc = parse_compatible(_read(root, "proc/device-tree/compatible") or b"")
-    if module is None:
-        boot = _read(root, "etc/nv_boot_control.conf")
-        module = parse_tnspec(boot.decode("utf-8", "replace")) if boot else None
+    if module is None or soc is None:
+        boot = (_read(root, "etc/nv_boot_control.conf") or b"").decode("utf-8", "replace")
+        module = module or parse_tnspec(boot)
+        soc = soc or SOC_BY_CHIPID.get(parse_chipid(boot) or "")
     jetpack, expected_trt = L4T_RELEASES.get(l4t or "", (None, None))
     return {
         "l4t": l4t,

@@ -60,6 +60,20 @@ def test_module_from_carrier_plus_module_and_tnspec_fallback(tmp_path):
     assert ident["soc"] is None and ident["sm"] is None
 
 
+def test_soc_from_the_boot_control_chip_id(tmp_path):
+    root = _root(
+        tmp_path,
+        {
+            "etc/nv_tegra_release": R35,
+            "etc/nv_boot_control.conf": (
+                "TNSPEC 3701-500-0005-G.0-1-0-jetson-agx-orin-devkit-\nTEGRA_CHIPID 0x23\n"
+            ),
+        },
+    )
+    ident = device.identity(root)
+    assert (ident["module"], ident["soc"], ident["sm"]) == ("p3701-0005", "tegra234", "8.7")
+
+
 def test_plain_linux_host_is_robust(tmp_path):
     ident = device.identity(str(tmp_path))
     for key in ("l4t", "jetpack", "module", "module_name", "soc", "sm"):
