@@ -18,6 +18,7 @@ The source folder holds the app, its models and config, and `release.yaml`:
     compatible: {jetpack_min: "5.1", jetpack_max: "6.2", modules: [orin_nano, orin_nx, agx_orin]}
     ports: [8080]
     environment: {LOG_LEVEL: info}
+    assets: {models/digits.onnx: ../digits/digits_fp32.onnx}   # files from elsewhere in the tree
 
 The bundle is a folder `<name>-<tag>/` with every source file and `release.json` (the manifest
 plus name, tag, version and each file's length and sha256). `release sign` signs it into the TUF
@@ -48,6 +49,7 @@ KNOWN_KEYS = {
     "ports",
     "environment",
     "description",
+    "assets",
 }
 SKIP_PARTS = {"__pycache__", ".git", ".pytest_cache"}
 
@@ -88,7 +90,7 @@ def validate(manifest: Dict[str, Any], src: Path) -> None:
                 raise BundleError("release.yaml: every model needs %s" % key)
         paths = [model["onnx"]] + ([model["golden"]["samples"]] if model.get("golden") else [])
         for rel in paths:
-            if not (src / rel).is_file():
+            if not (src / rel).is_file() and rel not in (manifest.get("assets") or {}):
                 raise BundleError(
                     "release.yaml: model %s refers to %s, which is not in %s" % (model["name"], rel, src)
                 )
@@ -120,13 +122,18 @@ def build(src: str, tag: str, out: str) -> Dict[str, Any]:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
+    sources = {rel.as_posix(): src_path / rel for rel in source_files(src_path)}
+    for rel, origin in sorted((manifest.pop("assets", None) or {}).items()):
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not (src_path / origin).is_file():
+            raise BundleError("release.yaml: asset %s -> %s is not a file inside the bundle" % (rel, origin))
+        sources[rel] = src_path / origin
     files = []
-    for rel in source_files(src_path):
+    for rel, origin in sorted(sources.items()):
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src_path / rel, target)
+        shutil.copyfile(origin, target)
         os.chmod(target, 0o644)
-        files.append({"path": rel.as_posix(), "length": target.stat().st_size, "sha256": sha256_file(target)})
+        files.append({"path": rel, "length": target.stat().st_size, "sha256": sha256_file(target)})
     release = dict(manifest, tag=tag, version=match.group("version"), files=files, schema=1)
     (dest / "release.json").write_text(json.dumps(release, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return dict(release, path=str(dest))
