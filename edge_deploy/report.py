@@ -1,0 +1,129 @@
+"""Rollout reports: the human summary and the timeline picture of a rollout_report JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+STATUS_COLOURS = {
+    "ok": "#4c9f70",
+    "changed": "#3a7ca5",
+    "failed": "#d1495b",
+    "unreachable": "#2e2e2e",
+    "ignored": "#edae49",
+}
+
+
+def _outcome(robot: Dict[str, Any]) -> str:
+    if robot.get("deferred"):
+        return "deferred"
+    if robot.get("rolled_back"):
+        return "rolled back"
+    if robot["status"] != "ok":
+        return robot["status"]
+    return (
+        "updated"
+        if robot.get("release_after") and robot.get("release_after") != robot.get("release_before")
+        else "unchanged"
+    )
+
+
+def summary_lines(report: Dict[str, Any]) -> List[str]:
+    rows = [("robot", "wave", "release", "outcome", "staged", "engines", "health", "time")]
+    for name, robot in sorted(report["robots"].items(), key=lambda item: (item[1].get("wave") or 0, item[0])):
+        steps = robot.get("steps") or []
+        took = (steps[-1]["end"] - steps[0]["start"]) if steps else 0.0
+        engines = robot.get("engines") or {}
+        rows.append(
+            (
+                name,
+                str(robot.get("wave") or "-"),
+                "%s -> %s" % (robot.get("release_before") or "-", robot.get("release_after") or "-"),
+                _outcome(robot),
+                "%s B" % robot["bytes_staged"] if robot.get("bytes_staged") is not None else "-",
+                ", ".join("%s %s" % (k, "hit" if v else "built") for k, v in sorted(engines.items())) or "-",
+                str(robot.get("health") or "-"),
+                "%.1f s" % took,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    counts: Dict[str, int] = {}
+    for robot in report["robots"].values():
+        counts[_outcome(robot)] = counts.get(_outcome(robot), 0) + 1
+    lines.append("")
+    lines.append(
+        "%s: %s in %.1f s"
+        % (
+            report.get("playbook"),
+            ", ".join("%d %s" % (n, k) for k, n in sorted(counts.items())),
+            report.get("duration_s", 0.0),
+        )
+    )
+    return lines
+
+
+def timeline_png(report: Dict[str, Any], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    robots = sorted(
+        report["robots"].items(), key=lambda item: (item[1].get("wave") or 0, item[0]), reverse=True
+    )
+    fig, ax = plt.subplots(figsize=(11, 0.45 * len(robots) + 1.6))
+    for row, (_name, robot) in enumerate(robots):
+        for step in robot.get("steps") or []:
+            width = max(step["end"] - step["start"], 0.05)
+            ax.barh(
+                row,
+                width,
+                left=step["start"],
+                height=0.6,
+                color=STATUS_COLOURS.get(step["status"], "#999999"),
+                edgecolor="white",
+                linewidth=0.3,
+            )
+        label = _outcome(robot)
+        ax.text(
+            max((s["end"] for s in robot.get("steps") or [{"end": 0}]), default=0) + 0.3,
+            row,
+            label,
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks(range(len(robots)))
+    ax.set_yticklabels(
+        ["%s (wave %s)" % (name, robot.get("wave") or "-") for name, robot in robots], fontsize=8
+    )
+    ax.set_xlabel("seconds since the start of %s" % report.get("playbook"))
+    ax.set_title("Rollout timeline, one bar per task and robot", fontsize=10, loc="left")
+    ax.legend(
+        handles=[Patch(color=c, label=s) for s, c in STATUS_COLOURS.items()],
+        fontsize=7,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=5,
+        frameon=False,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render(report_path: str | Path) -> Dict[str, str]:
+    """Write summary.txt and timeline.png beside a report.json; return their paths."""
+    report_path = Path(report_path)
+    report = json.loads(report_path.read_text())
+    summary = report_path.with_name("summary.txt")
+    summary.write_text("\n".join(summary_lines(report)) + "\n")
+    outputs = {"summary": str(summary)}
+    try:
+        outputs["timeline"] = str(timeline_png(report, report_path.with_name("timeline.png")))
+    except ImportError:
+        outputs["timeline"] = "(matplotlib is not installed: no picture)"
+    return outputs

@@ -1,0 +1,147 @@
+"""rollout_report: a per-robot timeline and report of a rollout, as JSON, text and a picture."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+name: rollout_report
+type: aggregate
+short_description: Write a rollout's per-robot timeline and report (JSON, text summary, PNG timeline)
+description:
+  - Records, for every robot, each task's start, end and outcome, and the wave (serial batch) it ran in.
+  - Merges the C(rollout_report) fact that rollout tasks set on a robot (release before and after,
+    bytes staged, engine cache hits, health results, rollbacks, deferrals) into that robot's report.
+  - When the playbook ends (even when a failed canary stopped it) writes C(report.json),
+    C(summary.txt) and C(timeline.png) to a new folder under O(report_dir).
+  - Unreachable robots are reported as such, with the last step they reached.
+requirements:
+  - matplotlib on the controller for the picture (the JSON and text are written without it)
+options:
+  report_dir:
+    description: Folder that receives one sub-folder per run.
+    type: path
+    default: reports/rollouts
+    env:
+      - name: EDGE_ROLLOUT_REPORT_DIR
+    ini:
+      - section: edge_rollout_report
+        key: report_dir
+"""
+
+import json
+import os
+import time
+
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "rollout_report"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.started = time.time()
+        self.playbook = None
+        self.plays = []
+        self.batches = {}
+        self.hosts = {}
+        self.running = {}
+
+    # -- what happens ------------------------------------------------------------------------
+    def v2_playbook_on_start(self, playbook):
+        self.playbook = os.path.basename(playbook._file_name)
+
+    def v2_playbook_on_play_start(self, play):
+        key = play._uuid
+        self.batches[key] = self.batches.get(key, 0) + 1
+        self.plays.append(
+            {
+                "name": play.get_name(),
+                "batch": self.batches[key],
+                "started": time.time(),
+                "serial": bool(play.serial),
+            }
+        )
+
+    def _play(self):
+        return self.plays[-1] if self.plays else {"name": "", "batch": 1, "serial": False}
+
+    def _host(self, name):
+        return self.hosts.setdefault(name, {"steps": [], "report": {}, "status": "ok", "wave": None})
+
+    def v2_runner_on_start(self, host, task):
+        self.running[(host.get_name(), task._uuid)] = time.time()
+
+    def _record(self, result, status):
+        name = result._host.get_name()
+        task = result._task
+        started = self.running.pop((name, task._uuid), None) or time.time()
+        host = self._host(name)
+        play = self._play()
+        if play["serial"]:
+            host["wave"] = play["batch"]
+        host["steps"].append(
+            {
+                "play": play["name"],
+                "task": task.get_name(),
+                "status": status,
+                "start": started - self.started,
+                "end": time.time() - self.started,
+                "wave": play["batch"] if play["serial"] else None,
+            }
+        )
+        facts = (result._result or {}).get("ansible_facts") or {}
+        if isinstance(facts.get("rollout_report"), dict):
+            host["report"].update(facts["rollout_report"])
+        if status in ("failed", "unreachable"):
+            host["status"] = status
+            host["error"] = str((result._result or {}).get("msg", ""))[:2000]
+
+    def v2_runner_on_ok(self, result):
+        self._record(result, "changed" if result._result.get("changed") else "ok")
+
+    def v2_runner_on_failed(self, result, ignore_errors=False):
+        self._record(result, "ignored" if ignore_errors else "failed")
+
+    def v2_runner_on_unreachable(self, result):
+        self._record(result, "unreachable")
+
+    def v2_runner_on_skipped(self, result):
+        self.running.pop((result._host.get_name(), result._task._uuid), None)
+
+    # -- the report --------------------------------------------------------------------------
+    def v2_playbook_on_stats(self, stats):
+        folder = os.path.join(self.get_option("report_dir"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        os.makedirs(folder, exist_ok=True)
+        report = {
+            "playbook": self.playbook,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "duration_s": round(time.time() - self.started, 1),
+            "robots": {},
+        }
+        for name, host in sorted(self.hosts.items()):
+            summary = stats.summarize(name)
+            report["robots"][name] = dict(
+                host["report"],
+                status=host["status"],
+                wave=host["wave"],
+                error=host.get("error"),
+                stats=summary,
+                steps=host["steps"],
+            )
+        path = os.path.join(folder, "report.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        try:
+            from edge_deploy.report import render
+
+            outputs = render(path)
+        except ImportError as exc:
+            outputs = {"note": "no picture: %s" % exc}
+        self._display.display(
+            "rollout report: %s %s" % (path, " ".join("%s" % value for value in outputs.values()))
+        )
