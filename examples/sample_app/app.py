@@ -59,13 +59,24 @@ class App:
         latency_ms = (time.perf_counter() - t0) * 1000.0
         error = float(np.abs(out - self.golden_expected).max())
         same_class = bool(out.argmax(-1)[0] == self.golden_expected.argmax(-1)[0])
-        ok = same_class and error <= float(self.config.get("max_abs_error", 1e-3)) and not self.fault("unhealthy")
-        return {"ok": ok, "release": os.environ.get("EDGE_RELEASE"), "backend": self.backend,
-                "max_abs_error": error, "top1_match": same_class, "latency_ms": round(latency_ms, 3)}
+        ok = (
+            same_class
+            and error <= float(self.config.get("max_abs_error", 1e-3))
+            and not self.fault("unhealthy")
+        )
+        return {
+            "ok": ok,
+            "release": os.environ.get("EDGE_RELEASE"),
+            "backend": self.backend,
+            "max_abs_error": error,
+            "top1_match": same_class,
+            "latency_ms": round(latency_ms, 3),
+        }
 
     def fault(self, kind: str) -> bool:
         return self.config.get("fault") == kind and (
-            time.monotonic() - self.started >= float(self.config.get("fault_after_seconds", 0)))
+            time.monotonic() - self.started >= float(self.config.get("fault_after_seconds", 0))
+        )
 
     def alive(self) -> bool:
         # The serving loop ticks at least every 0.5 s; a hung loop stops the watchdog pings.
