@@ -20,7 +20,7 @@ from edge_agent import engines as engines_mod
 from edge_agent import health as health_mod
 from edge_agent import tufclient
 from edge_agent.config import Config
-from edge_agent.errors import AgentError, Refused, RolledBack, UsageError
+from edge_agent.errors import AgentError, Busy, Refused, RolledBack, UsageError
 from edge_agent.fsutil import (
     atomic_symlink,
     atomic_write,
@@ -359,6 +359,14 @@ class Agent:
             lines.append('Environment="%s=%s"' % (key, quoted))
         if manifest.get("watchdog_seconds"):
             lines.append("WatchdogSec=%s" % float(manifest["watchdog_seconds"]))
+        if self.cfg.agent_path and self.cfg.config_path:
+            # Before every start (boot included), as root: a switch that a power loss or crash
+            # interrupted is finished first, so the app never starts a release that did not pass
+            # its gate. It returns at once when nothing is pending or an agent run is under way.
+            lines.append(
+                "ExecStartPre=+%s %s --config %s --json recover"
+                % (self.cfg.python, self.cfg.agent_path, self.cfg.config_path)
+            )
         return "\n".join(lines) + "\n"
 
     def _apply_release(self, tag: str) -> None:
@@ -437,6 +445,9 @@ class Agent:
             raise UsageError("release %s is not staged on this robot: stage it first" % tag)
         with self._lock():
             current = self.current_tag()
+            if not dry_run:
+                self._recover_locked(restart=True)
+            current = self.current_tag()
             if current == tag:
                 return {"changed": False, "tag": tag, "current": tag}
             if dry_run:
@@ -450,6 +461,8 @@ class Agent:
             return self._rollback_locked(tag, gate, dry_run, reason)
 
     def _rollback_locked(self, tag: Optional[str], gate: bool, dry_run: bool, reason: str) -> Dict[str, Any]:
+        if not dry_run:
+            self._recover_locked(restart=True)
         state = self.state()
         current = self.current_tag()
         target = tag or state.get("previous")
@@ -478,6 +491,14 @@ class Agent:
         started = time.monotonic()
         if current:
             self.snapshot(current)
+        # Until the gate has spoken, the move is pending: `recover` finishes it after a crash.
+        state["pending"] = {
+            "op": op,
+            "from": current,
+            "to": tag,
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json(self.cfg.state_file, state)
         how = self._switch(tag, restore)
         self._restart()
         verdict = self.gate(tag) if gate else {"passed": True, "skipped": True}
@@ -489,6 +510,7 @@ class Agent:
             "outside_state": how,
             "health": verdict,
         }
+        state.pop("pending", None)
         if verdict["passed"]:
             state.update(current=tag, previous=current if current != tag else state.get("previous"))
             (state.setdefault("bad", {})).pop(tag, None)
@@ -531,6 +553,54 @@ class Agent:
             ),
             result,
         )
+
+    def recover(self) -> Dict[str, Any]:
+        """Run before the app starts (ExecStartPre=+ in the release drop-in), boot included.
+
+        A move (activate or rollback) that a power loss, a killed container or a killed agent cut
+        short leaves the robot between two releases: the symlink or the outside state may already
+        point at a release whose health gate never passed. Put the robot back on the release that
+        last passed it (the `from` of an activation, the target of a rollback). Returns at once when
+        another agent run holds the lock: that run owns the switch and restarts the app itself.
+        """
+        try:
+            with locked(self.cfg.lock_file, 0):
+                return self._recover_locked(restart=False)
+        except Busy:
+            return {"changed": False, "reason": "an agent run is under way"}
+
+    def _recover_locked(self, restart: bool) -> Dict[str, Any]:
+        state = self.state()
+        pending = state.get("pending")
+        if not pending:
+            return {"changed": False}
+        current = self.current_tag()
+        good = pending.get("from") if pending.get("op") == "activate" else pending.get("to")
+        interrupted = pending.get("to") if pending.get("op") == "activate" else pending.get("from")
+        why = "interrupted during %s (the robot or the agent stopped before its health gate passed)" % (
+            pending.get("op")
+        )
+        if not good or not self.is_staged(good):
+            # A first install has nothing to go back to: keep what is there, say so.
+            state.pop("pending", None)
+            state["current"] = current
+            self._record(
+                state, "recover", **{"from": current, "to": current, "result": "kept", "reason": why}
+            )
+            return {"changed": False, "tag": current, "reason": why}
+        how = self._switch(good, restore=True)
+        state.pop("pending", None)
+        if interrupted and interrupted != good:
+            state.setdefault("bad", {})[interrupted] = why
+        state["current"] = good
+        if state.get("previous") == good:
+            state["previous"] = None
+        fields = {"from": current, "to": good, "result": "ok", "reason": why, "pending": pending}
+        self._record(state, "recover", **fields)
+        if restart:
+            self._restart()
+        self.log("recovered from an interrupted %s: back on %s" % (pending.get("op"), good))
+        return {"changed": True, "tag": good, "from": current, "outside_state": how, "pending": pending}
 
     def on_failure(self) -> Dict[str, Any]:
         """Run by <app>-rollback.service (OnFailure= of the app unit): a crash loop after activation."""
@@ -623,6 +693,7 @@ class Agent:
             "releases": releases,
             "bad": state.get("bad") or {},
             "last": state.get("last"),
+            "pending": state.get("pending"),
             "service": service,
             "engines": {
                 name: {k: ref.get(k) for k in ("backend", "precision", "fingerprint", "sha256")}

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     sub.add_parser("status", help="releases, current, previous, service state, engines")
     sub.add_parser("on-failure", help="run by the OnFailure= unit: roll back after a crash loop")
+    sub.add_parser(
+        "recover", help="run before the app starts: finish a switch that a crash or power loss interrupted"
+    )
     sub.add_parser("exec", help="the service's ExecStart: exec the current release's entry command")
     return parser
 
@@ -78,6 +81,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         return agent.rollback(args.tag, gate=not args.no_gate, dry_run=args.dry_run)
     if args.command == "on-failure":
         return agent.on_failure()
+    if args.command == "recover":
+        return agent.recover()
     if args.command == "exec":
         agent.exec_app()  # does not return
     return agent.status()

@@ -27,6 +27,7 @@ DEFAULTS: Dict[str, Any] = {
     # Health gate overrides (None: use the release manifest's values)
     "health": {"soak_seconds": None, "interval_seconds": None, "start_timeout_seconds": None},
     "systemd": True,  # False only in unit tests
+    "config_path": None,  # this file; the unit's boot-time `recover` step is called with it
 }
 
 
@@ -107,4 +108,6 @@ def load(path: Optional[str], overrides: Optional[Dict[str, Any]] = None) -> Con
         except (OSError, ValueError) as exc:
             raise UsageError("cannot read agent config %s: %s" % (path, exc)) from exc
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if path:
+        data.setdefault("config_path", os.path.abspath(path))
     return Config(data)
