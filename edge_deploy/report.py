@@ -42,7 +42,11 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                 "%s -> %s" % (robot.get("release_before") or "-", robot.get("release_after") or "-"),
                 _outcome(robot),
                 "%s B" % robot["bytes_staged"] if robot.get("bytes_staged") is not None else "-",
-                ", ".join("%s %s" % (k, "hit" if v else "built") for k, v in sorted(engines.items())) or "-",
+                ", ".join(
+                    "%s %s" % (k, v if isinstance(v, str) else "hit" if v else "built")
+                    for k, v in sorted(engines.items())
+                )
+                or "-",
                 str(robot.get("health") or "-"),
                 "%.1f s" % took,
             )

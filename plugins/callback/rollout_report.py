@@ -10,7 +10,8 @@ short_description: Write a rollout's per-robot timeline and report (JSON, text s
 description:
   - Records, for every robot, each task's start, end and outcome, and the wave (serial batch) it ran in.
   - Merges the C(rollout_report) fact that rollout tasks set on a robot (release before and after,
-    bytes staged, engine cache hits, health results, rollbacks, deferrals) into that robot's report.
+    bytes staged, engine builds or cache hits, health results, rollbacks, deferrals) into that robot's
+    report, and adds its timings (seconds per play, so per wave, and in all).
   - When the playbook ends (even when a failed canary stopped it) writes C(report.json),
     C(summary.txt) and C(timeline.png) to a new folder under O(report_dir).
   - Unreachable robots are reported as such, with the last step they reached.
@@ -113,6 +114,18 @@ class CallbackModule(CallbackBase):
         self.running.pop((result._host.get_name(), result._task._uuid), None)
 
     # -- the report --------------------------------------------------------------------------
+    @staticmethod
+    def _timings(steps):
+        """Seconds from the first to the last task of each play (one per wave), and in all."""
+        spans = {}
+        for step in steps:
+            start, end = spans.get(step["play"], (step["start"], step["end"]))
+            spans[step["play"]] = (min(start, step["start"]), max(end, step["end"]))
+        timings = {play: round(end - start, 1) for play, (start, end) in spans.items()}
+        if steps:
+            timings["total"] = round(max(s["end"] for s in steps) - min(s["start"] for s in steps), 1)
+        return timings
+
     def v2_playbook_on_stats(self, stats):
         folder = os.path.join(self.get_option("report_dir"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
         os.makedirs(folder, exist_ok=True)
@@ -128,8 +141,9 @@ class CallbackModule(CallbackBase):
                 host["report"],
                 status=host["status"],
                 wave=host["wave"],
-                error=host.get("error"),
+                error=host["report"].get("error") or host.get("error"),
                 stats=summary,
+                timings=self._timings(host["steps"]),
                 steps=host["steps"],
             )
         path = os.path.join(folder, "report.json")
