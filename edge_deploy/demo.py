@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 
@@ -25,9 +26,71 @@ def engine_cell(reports: dict) -> str:
         how = "cached" if report.get("cache_hit") else "built"
         p99 = ((report.get("bench") or {}).get("latency_ms") or {}).get("p99")
         latency = " p99 %.2f ms" % p99 if p99 is not None and how == "built" else ""
-        cells.append("%s %s/%s %s %s%s" % (name, report.get("backend"), report.get("precision"),
-                                          str(report.get("fingerprint"))[:8], how, latency))
+        cells.append(
+            "%s %s/%s %s %s%s"
+            % (
+                name,
+                report.get("backend"),
+                report.get("precision"),
+                str(report.get("fingerprint"))[:8],
+                how,
+                latency,
+            )
+        )
     return "; ".join(cells) or "-"
+
+
+# The demo's releases: two good ones, then one whose health check fails on the robot.
+DEMO_RELEASES = (
+    ("v1.0.0", {}),
+    ("v1.1.0", {"golden_index": 1}),
+    ("v1.2.0", {"fault": "unhealthy"}),
+)
+# Short windows so the story runs in minutes (a real fleet keeps the release's own soak).
+DEMO_VARS = {
+    "rollout_waves": [1, "50%", "100%"],
+    "rollout_wave_soak_seconds": 2,
+    "release_health_soak_seconds": 4,
+    "release_health_interval_seconds": 0.5,
+    "rollout_mission_lock_retries": 2,
+    "rollout_mission_lock_delay_seconds": 2,
+}
+
+
+def demo_repository(root) -> str:
+    """A signed repository holding the demo releases (made once, reused by later demos)."""
+    from edge_deploy.release import bundle
+    from edge_deploy.release.repo import ReleaseRepository
+
+    repo = ReleaseRepository(str(root / "repo"), str(root / "keys"))
+    if not (root / "repo" / "metadata" / "root.json").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        repo.init()
+    signed = repo.releases().get("edge-app", [])
+    for tag, config in DEMO_RELEASES:
+        if tag in signed:
+            continue
+        src = root / "src" / tag
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.copytree(paths.REPO / "examples" / "sample_app", src)
+        manifest = bundle.load_source_manifest(src)
+        manifest["assets"] = {
+            rel: str((paths.REPO / "examples" / "sample_app" / origin).resolve())
+            for rel, origin in (manifest.get("assets") or {}).items()
+        }
+        (src / "release.yaml").unlink()
+        (src / "release.json").write_text(json.dumps(manifest))
+        app_config = json.loads((src / "config" / "app.json").read_text())
+        app_config.update(config)
+        (src / "config" / "app.json").write_text(json.dumps(app_config))
+        built = bundle.build(str(src), tag, str(root / "build"))
+        repo.add_release(built["path"])
+    return str(root / "repo")
+
+
+def latest_rollout_summary(folder) -> str:
+    found = sorted(folder.glob("*/summary.txt"))
+    return found[-1].read_text() if found else ""
 
 
 def run_demo(robots: int = 6) -> int:
@@ -36,19 +99,23 @@ def run_demo(robots: int = 6) -> int:
     console = wide_console()
     fleet = Fleet("sim")
     started = time.monotonic()
+    shutil.rmtree(paths.REPORTS / "demo", ignore_errors=True)
+    (paths.REPORTS / "demo").mkdir(parents=True)
     try:
         with console.status("starting %d simulated Jetsons" % robots):
             fleet.up(robots)
     except SimError as exc:
         console.print("[red]error:[/red] %s" % exc)
         return 1
-    console.print("fleet up: %d robots in %.1f s, inventory %s"
-                  % (robots, time.monotonic() - started, fleet.inventory.relative_to(paths.REPO)))
+    console.print(
+        "fleet up: %d robots in %.1f s, inventory %s"
+        % (robots, time.monotonic() - started, fleet.inventory.relative_to(paths.REPO))
+    )
 
-    result = run_playbook(paths.PLAYBOOKS / "site.yml", fleet.inventory,
-                          title="site.yml on the simulated fleet")
-    report = {"fleet": fleet.name, "playbook": "playbooks/site.yml", "status": result.status,
-              "duration_s": round(time.monotonic() - started, 1), "robots": {}}
+    result = run_playbook(
+        paths.PLAYBOOKS / "site.yml", fleet.inventory, title="1/5 provision and build engines (site.yml)"
+    )
+    report = {"fleet": fleet.name, "status": result.status, "robots": {}, "steps": []}
     table = Table(title="Edge Deploy report: simulated fleet (simulated Jetsons, not device figures)")
     table.add_column("robot")
     for column in COLUMNS:
@@ -59,18 +126,70 @@ def run_demo(robots: int = 6) -> int:
         device = result.facts.get(robot.name, {}).get("ansible_local", {}).get("jetson") or {}
         stats = result.hosts.get(robot.name)
         engines = engine_reports(robot.name)
-        report["robots"][robot.name] = {"profile": robot.profile, "group": robot.group, "jetson": device,
-                                        "engines": engines, "stats": asdict(stats) if stats else None}
-        table.add_row(robot.name, *[str(device.get(column, "-")) for column in COLUMNS], engine_cell(engines),
-                      str(stats.changed) if stats else "-")
+        report["robots"][robot.name] = {
+            "profile": robot.profile,
+            "group": robot.group,
+            "jetson": device,
+            "engines": engines,
+            "stats": asdict(stats) if stats else None,
+        }
+        table.add_row(
+            robot.name,
+            *[str(device.get(column, "-")) for column in COLUMNS],
+            engine_cell(engines),
+            str(stats.changed) if stats else "-",
+        )
     console.print(table)
-    out = paths.REPORTS / "demo"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    console.print("report: %s" % (out / "report.json").relative_to(paths.REPO))
     if not result.ok:
-        for host, item in result.hosts.items():
-            for message in item.messages:
-                console.print("[red]%s[/red]: %s" % (host, message))
-        return 1
+        return _failed(console, result)
+
+    repository = demo_repository(paths.SIM_STATE / "releases")
+    console.print(
+        "signed releases %s in %s"
+        % (", ".join(tag for tag, _ in DEMO_RELEASES), repository.replace(str(paths.REPO) + "/", ""))
+    )
+    story = (
+        ("deploy.yml", {"release": "v1.0.0"}, "2/5 roll out v1.0.0 in waves", True),
+        ("deploy.yml", {"release": "v1.1.0"}, "3/5 roll out v1.1.0 in waves", True),
+        (
+            "deploy.yml",
+            {"release": "v1.2.0"},
+            "4/5 roll out v1.2.0, whose health check fails: the canary "
+            "rolls itself back and the rollout stops",
+            False,
+        ),
+        ("rollback.yml", {}, "5/5 roll every robot back to the previous tag (v1.0.0)", True),
+    )
+    for number, (playbook, extra, title, should_pass) in enumerate(story, start=2):
+        step_reports = paths.REPORTS / "demo" / ("step-%d" % number)
+        step = run_playbook(
+            paths.REPO / playbook,
+            fleet.inventory,
+            title=title,
+            extravars=dict(DEMO_VARS, release_repository=repository, **extra),
+            report_dir=step_reports,
+        )
+        summary = latest_rollout_summary(step_reports)
+        console.print(summary)
+        report["steps"].append({"title": title, "status": step.status, "summary": summary})
+        if step.ok != should_pass:
+            console.print(
+                "[red]%s: expected the run to %s[/red]" % (title, "pass" if should_pass else "stop")
+            )
+            return _failed(console, step)
+
+    report["duration_s"] = round(time.monotonic() - started, 1)
+    out = paths.REPORTS / "demo"
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    console.print(
+        "report: %s; rollout timelines: reports/demo/step-*/*/timeline.png; %.0f s in all"
+        % ((out / "report.json").relative_to(paths.REPO), report["duration_s"])
+    )
     return 0
+
+
+def _failed(console, result) -> int:
+    for host, item in result.hosts.items():
+        for message in item.messages:
+            console.print("[red]%s[/red]: %s" % (host, message))
+    return 1

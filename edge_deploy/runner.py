@@ -60,7 +60,7 @@ def _table(title: str, progress: dict):
 
 def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None = None,
                  extravars: dict[str, Any] | None = None, quiet: bool = False,
-                 title: str | None = None) -> PlaybookResult:
+                 title: str | None = None, report_dir: str | Path | None = None) -> PlaybookResult:
     """Run one playbook; show per-robot progress; return per-host stats and gathered facts."""
     import ansible_runner
     from rich.live import Live
@@ -75,6 +75,8 @@ def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None 
         "ANSIBLE_ACTION_PLUGINS": str(paths.REPO / "plugins" / "action"),
         "ANSIBLE_LIBRARY": str(paths.REPO / "plugins" / "modules"),
         "ANSIBLE_FILTER_PLUGINS": str(paths.REPO / "plugins" / "filter"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(paths.REPO / "plugins" / "callback"),
+        "EDGE_ROLLOUT_REPORT_DIR": str(report_dir or paths.REPORTS / "rollouts"),
         # ansible-playbook sits beside the interpreter running us (the venv).
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
