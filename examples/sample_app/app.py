@@ -8,7 +8,8 @@
 
 config/app.json (copied to shared/config by the agent) may inject a fault for tests and demos:
 "crash" (exit), "hang" (stop serving and pinging) or "unhealthy" (/healthz fails), after
-fault_after_seconds.
+fault_after_seconds. A list names the fault of each start in turn (the last one repeats), for
+example ["hang", "crash"]: the starts are counted in the log folder, per release.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class App:
         index = int(self.config.get("golden_index", 0))
         self.golden_input = golden["input"][index : index + 1]
         self.golden_expected = golden["expected.output"][index : index + 1]
+        self.current_fault = self.fault_of_this_start(self.config.get("fault"))
         self.started = time.monotonic()
         self.last_tick = time.monotonic()
         self.lock = threading.Lock()
@@ -73,8 +75,22 @@ class App:
             "latency_ms": round(latency_ms, 3),
         }
 
+    @staticmethod
+    def fault_of_this_start(fault):
+        if not isinstance(fault, list) or not fault:
+            return fault
+        counter = os.path.join(os.environ["EDGE_LOG_DIR"], "fault-starts-%s" % os.environ.get("EDGE_RELEASE"))
+        try:
+            with open(counter, encoding="utf-8") as fh:
+                starts = int(fh.read().strip() or 0)
+        except FileNotFoundError:
+            starts = 0
+        with open(counter, "w", encoding="utf-8") as fh:
+            fh.write(str(starts + 1))
+        return fault[min(starts, len(fault) - 1)]
+
     def fault(self, kind: str) -> bool:
-        return self.config.get("fault") == kind and (
+        return self.current_fault == kind and (
             time.monotonic() - self.started >= float(self.config.get("fault_after_seconds", 0))
         )
 
