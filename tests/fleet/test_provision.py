@@ -41,6 +41,17 @@ def password_login(fleet, robot: str, tmp_path) -> subprocess.CompletedProcess:
                "-o", "NumberOfPasswordPrompts=1", env=env)
 
 
+def changed_tasks(stdout: str) -> list[str]:
+    """The tasks a run reported as changed, for a failure message that says what moved."""
+    found, task = [], None
+    for line in stdout.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+        elif line.startswith("changed: ") and task and task not in found:
+            found.append(task)
+    return found
+
+
 def address(fleet, robot: str) -> str:
     container = fleet.robots[robot].container
     return podman("inspect", "--format", "{{.NetworkSettings.IPAddress}}", container).stdout.strip()
@@ -64,7 +75,7 @@ def provisioned(fleet):
 def test_provision_converges_and_second_run_changes_nothing(fleet, provisioned):
     first, second = provisioned
     assert set(first.recap) == set(SUPPORTED)
-    assert second.changed() == {robot: 0 for robot in SUPPORTED}, second.stdout[-4000:]
+    assert second.changed() == {robot: 0 for robot in SUPPORTED}, changed_tasks(second.stdout)
 
 
 @pytest.mark.parametrize("robot", SUPPORTED)
@@ -74,6 +85,16 @@ def test_nvpmodel_reports_the_class_mode(fleet, provisioned, robot):
     assert (facts["mode_name"], facts["pending_mode"], facts["clocks_locked"]) == (MODES[robot], None, True)
     service = fleet.exec(robot, "systemctl", "is-active", "edge-jetson-clocks.service")
     assert service.stdout.strip() == "active"
+
+
+@pytest.mark.parametrize("robot", SUPPORTED)
+def test_base_os_holds_l4t_and_exports_metrics(fleet, provisioned, robot):
+    held = fleet.exec(robot, "apt-mark", "showhold").stdout.split()
+    assert "nvidia-l4t-core" in held and any(name.startswith("libnvinfer") for name in held), held
+    watchdog = fleet.exec(robot, "systemctl", "show", "--property=RuntimeWatchdogUSec").stdout.strip()
+    assert watchdog == "RuntimeWatchdogUSec=30s"
+    metrics = fleet.exec(robot, "cat", "/var/lib/prometheus/node-exporter/tegrastats.prom").stdout
+    assert "tegrastats_sample_ok 1" in metrics and 'tegrastats_power_watts{rail="VDD_IN"}' in metrics, metrics
 
 
 @pytest.mark.parametrize("robot", SUPPORTED)
@@ -113,6 +134,8 @@ def test_port_off_the_allow_list_is_closed(fleet, provisioned):
         assert line in status, status
 
 
+# A well-formed key that is not the controller's.
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOEV2jjOwmynygcsCnYk4c9xULIJBfTmUSNYGmaY7/kV someone-else"
 BAD_INPUTS = {
     "unknown power mode": (
         "nano-01", "jetson_facts,power", {"power_mode_name": "42W"},
@@ -123,6 +146,11 @@ BAD_INPUTS = {
         {"ssh_hardening_authorized_keys": [{"user": "nvidia",
                                             "keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAbroken"]}]},
         ["ssh-keygen rejects 1 key(s)", "not a valid public key for nvidia"],
+        ["cat", "/home/nvidia/.ssh/authorized_keys"]),
+    "exclusive keys without the controller's key": (
+        "nx-01", "ssh_hardening",
+        {"ssh_hardening_authorized_keys": [{"user": "nvidia", "keys": [OTHER_KEY]}]},
+        ["do not include the controller's key"],
         ["cat", "/home/nvidia/.ssh/authorized_keys"]),
     "invalid sshd option": (
         "agx-01", "ssh_hardening", {"ssh_hardening_extra_options": {"NoSuchOption": "yes"}},
