@@ -94,7 +94,7 @@ def test_gather_on_a_plain_linux_host(tmp_path):
 
 def test_gather_reads_installed_nvidia_packages_only(tmp_path):
     (tmp_path / "nv_tegra_release").write_text(JP512_RELEASE)
-    dpkg = ("nvidia-l4t-core\t35.4.1-20230801124926\tii \nlibnvinfer8\t8.5.2-1+cuda11.4\tii \n"
+    dpkg = ("nvidia-l4t-core\t35.4.1-20230801124926\thi \nlibnvinfer8\t8.5.2-1+cuda11.4\tii \n"
             "libnvinfer10\t10.3.0.30-1\trc \nbash\t5.2\tii \n")
     params = {"release_file": str(tmp_path / "nv_tegra_release"), "device_tree_path": str(tmp_path / "dt"),
               "boot_control_file": str(tmp_path / "none"), "cuda_path": str(tmp_path / "cuda")}

@@ -156,7 +156,8 @@ def nvidia_packages(run):
         return found
     for line in out.splitlines():
         pieces = line.split("\t")
-        if len(pieces) == 3 and pieces[2].startswith("ii") and PACKAGE_RE.match(pieces[0]):
+        # Installed whatever the wanted state: "ii", or "hi" once the base role holds L4T packages.
+        if len(pieces) == 3 and pieces[2][1:2] == "i" and PACKAGE_RE.match(pieces[0]):
             found[pieces[0]] = pieces[1]
     return found
 
