@@ -76,8 +76,8 @@ def fleet(tmp_path_factory) -> FleetRun:
     state = tmp_path_factory.mktemp("fleet")
     # A name of its own per run, so parallel runs on one machine never share robots.
     fleet = Fleet("t%d" % os.getpid(), state_dir=state, inventory_dir=state / "inventory")
-    fleet.up(len(FLEET_MIX), FLEET_MIX)
     try:
+        fleet.up(len(FLEET_MIX), FLEET_MIX)
         yield FleetRun(fleet)
     finally:
         fleet.down()
