@@ -122,7 +122,7 @@ class Fleet:
             named.append(("%s-%02d" % (short, numbers[short]), profile))
         return named
 
-    def up(self, count: int = 6, mix: Sequence[str] = DEFAULT_MIX, timeout: float = 90) -> list[Robot]:
+    def up(self, count: int = 6, mix: Sequence[str] = DEFAULT_MIX, timeout: float = 240) -> list[Robot]:
         """Start `count` robots (replacing this fleet's old ones) and write the inventory."""
         self.down()
         self.state_dir.mkdir(parents=True, exist_ok=True)
