@@ -26,6 +26,7 @@ from edge_agent.fsutil import (
     atomic_write,
     is_disk_full,
     locked,
+    place_verified,
     read_json,
     remove_tree,
     sha256_file,
@@ -180,6 +181,76 @@ class Agent:
             "verified": True,
             "files": len(manifest.get("files", [])),
         }
+
+    # ------------------------------------------------------------------ seed (push mode)
+    def _kept_files(self) -> Dict[str, str]:
+        """sha256 -> a file of a kept release with that content (from the release manifests)."""
+        found: Dict[str, str] = {}
+        for tag in self.kept():
+            base = self.release_dir(tag)
+            for entry in self.manifest(tag).get("files") or []:
+                if entry.get("sha256"):
+                    path = os.path.join(base, tufclient.safe_relpath(entry["path"]))
+                    found.setdefault(entry["sha256"], path)
+        return found
+
+    def seed(self, repo: str, tag: str, dry_run: bool = False) -> Dict[str, Any]:
+        """Before the controller copies release `tag` into the local repository `repo` (push mode):
+        put into <repo>/targets/<app>/<tag>/ every file of it that a kept release already holds
+        with the signed sha256 (a hard link, else a copy), so the copy sends only the rest; drop
+        the folders of tags this robot does not keep. `missing_bytes` is what is left to send."""
+        check_tag(tag)
+        if "://" in repo:
+            raise UsageError("seed fills a repository folder on this robot, not %s" % repo)
+        self._ensure_layout()
+        app_dir = os.path.join(repo, "targets", self.cfg.app)
+        with self._lock():
+            signed = tufclient.signed_files(self.cfg.tuf_dir, repo, self.cfg.app, tag)
+            local = self._kept_files()
+            result: Dict[str, Any] = {"present_bytes": 0, "seeded_bytes": 0, "missing_bytes": 0}
+            seeded: List[str] = []
+            missing: List[str] = []
+            try:
+                for rel, (length, digest) in sorted(signed.items()):
+                    dest = os.path.join(app_dir, tag, rel)
+                    if (
+                        os.path.isfile(dest)
+                        and os.path.getsize(dest) == length
+                        and sha256_file(dest) == digest
+                    ):
+                        result["present_bytes"] += length
+                    elif digest in local and (
+                        (dry_run and sha256_file(local[digest]) == digest)
+                        or (not dry_run and place_verified(local[digest], dest, digest))
+                    ):
+                        result["seeded_bytes"] += length
+                        seeded.append(rel)
+                    else:
+                        result["missing_bytes"] += length
+                        missing.append(rel)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise AgentError(
+                        "disk full while preparing %s under %s; the current release is untouched"
+                        % (tag, app_dir)
+                    ) from exc
+                raise
+            kept = set(self.kept()) | {tag}
+            stale = sorted(
+                name for name in (os.listdir(app_dir) if os.path.isdir(app_dir) else []) if name not in kept
+            )
+            if not dry_run:
+                for name in stale:
+                    remove_tree(os.path.join(app_dir, name))
+        result.update(
+            changed=bool(seeded or stale) and not dry_run,
+            tag=tag,
+            seeded=seeded,
+            missing=missing,
+            removed=stale,
+            dry_run=dry_run,
+        )
+        return result
 
     # ------------------------------------------------------------------ stage
     def _clean_leftovers(self) -> List[str]:

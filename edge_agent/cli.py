@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--allow-downgrade", action="store_true", help="accept a version older than the current"
         )
 
+    p = sub.add_parser(
+        "seed", help="push mode: fill a copied repository's release folder from kept releases' files"
+    )
+    p.add_argument("--repo", required=True, help="the repository folder the controller copies into")
+    p.add_argument("--tag", required=True)
+    p.add_argument("--dry-run", action="store_true", help="count what is present and what is missing")
     repo_and_tag(sub.add_parser("verify", help="check signatures, hashes, lengths, expiry and version only"))
     p = sub.add_parser("stage", help="verify and unpack a release into releases/<tag>, build its engines")
     repo_and_tag(p)
@@ -69,6 +75,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         raise AgentError("no repository: give --repo or set repository_url in %s" % args.config)
     if args.command == "verify":
         return agent.verify(repo, args.tag, args.allow_downgrade)
+    if args.command == "seed":
+        return agent.seed(args.repo, args.tag, args.dry_run)
     if args.command == "stage":
         return agent.stage(repo, args.tag, args.allow_downgrade, args.dry_run)
     if args.command == "activate":

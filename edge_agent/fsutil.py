@@ -79,6 +79,30 @@ def remove_tree(path: str) -> None:
         shutil.rmtree(path)
 
 
+def place_verified(src: str, dest: str, sha256: str) -> bool:
+    """Put a file with content `sha256` at `dest` from `src`: a hard link where the file system
+    allows one, else a copy; atomically, and only when `src` really has that content."""
+    if not os.path.isfile(src) or sha256_file(src) != sha256:
+        return False
+    directory = os.path.dirname(dest) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, ".seed-%d-%s" % (os.getpid(), os.path.basename(dest)))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or links refused
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 

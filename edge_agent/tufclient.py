@@ -13,7 +13,7 @@ import inspect
 import json
 import os
 import posixpath
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 from urllib.parse import unquote, urlparse
 
 from edge_agent.errors import AgentError, Refused
@@ -133,3 +133,27 @@ def fetch_release(tuf_dir: str, location: str, app: str, tag: str, dest: str) ->
     except ValueError as exc:  # malformed metadata or manifest
         raise _refusal(exc, "release %s %s" % (app, tag)) from exc
     return manifest
+
+
+def signed_files(tuf_dir: str, location: str, app: str, tag: str) -> Dict[str, Tuple[int, str]]:
+    """Refresh the trusted metadata from `location` (every signature and expiry checked) and return
+    what it signs for <app>/<tag>: {path in the release: (length, sha256)}. Nothing is downloaded."""
+    _, _, exceptions = _tuf()
+    from tuf.api.metadata import Metadata
+
+    os.makedirs(tuf_dir, exist_ok=True)
+    prefix = "%s/%s/" % (app, tag)
+    try:
+        updater = make_updater(tuf_dir, location, tuf_dir)
+        updater.refresh()
+        if updater.get_targetinfo(prefix + MANIFEST) is None:
+            raise Refused("the signed repository has no release %s %s" % (app, tag))
+        # refresh() stored the verified top-level targets metadata in tuf_dir
+        targets = Metadata.from_file(os.path.join(tuf_dir, "targets.json")).signed.targets
+    except (exceptions.RepositoryError, exceptions.DownloadError, ValueError) as exc:
+        raise _refusal(exc, "release %s %s" % (app, tag)) from exc
+    files = {}
+    for path, info in targets.items():
+        if path.startswith(prefix) and "sha256" in info.hashes:
+            files[safe_relpath(path[len(prefix) :])] = (info.length, info.hashes["sha256"])
+    return files

@@ -118,10 +118,15 @@ def publish(releases: Releases, tag: str, **kwargs) -> None:
     releases.publish(tag, models=models, **kwargs)
 
 
-def release_bytes(releases: Releases, tag: str) -> int:
-    targets = json.loads((Path(releases.repo.repo) / "metadata" / "targets.json").read_text())
-    prefix = "%s/%s/" % (APP, tag)
-    return sum(t["length"] for path, t in targets["signed"]["targets"].items() if path.startswith(prefix))
+def release_bytes(releases: Releases, tag: str, *kept: str) -> int:
+    """The bytes of `tag` whose content none of the `kept` releases holds (what a robot lacks)."""
+    targets = json.loads((Path(releases.repo.repo) / "metadata" / "targets.json").read_text())["signed"]
+    files: dict = {tag: []}
+    for path, target in targets["targets"].items():
+        _, release, _ = path.split("/", 2)
+        files.setdefault(release, []).append((target["hashes"]["sha256"], target["length"]))
+    held = {digest for release in kept for digest, _ in files[release]}
+    return sum(length for digest, length in files[tag] if digest not in held)
 
 
 def waves(report: dict) -> dict:
@@ -226,7 +231,10 @@ def test_robot_killed_in_its_wave_fails_then_runs_one_release(rollout, second):
         now = rollout.status(robot)
         assert now["current"] == "v2.0.0" and now["service"]["ActiveState"] == "active", (robot, now)
         assert report["robots"][robot]["release_after"] == "v2.0.0"
-        assert report["robots"][robot]["bytes_staged"] == release_bytes(rollout.releases, "v2.0.0")
+        # only what v2.0.0 changed crossed the network (its config and its release.json)
+        sent = release_bytes(rollout.releases, "v2.0.0", "v1.0.0")
+        assert 0 < sent < release_bytes(rollout.releases, "v2.0.0") // 10, sent
+        assert report["robots"][robot]["bytes_staged"] == sent, (robot, report["robots"][robot])
         assert report["robots"][robot]["engines"] == {"digits": "hit"}, report["robots"][robot]
     podman("start", rollout.fleet.robots[KILLED].container)
 
@@ -312,8 +320,9 @@ def test_incompatible_robots_are_refused_before_staging(rollout, bad):
         files = sh(rollout.fleet, robot, "find %s -path '*v3.0.0*' -type f | wc -l" % INCOMING).stdout
         assert files.strip() == "0", (robot, files)
         assert "v3.0.0" not in [r["tag"] for r in rollout.status(robot)["releases"]]
+    sent = release_bytes(rollout.releases, "v3.0.0", "v1.0.0", "v2.0.0")
     for robot in set(rollout.robots) - set(refused):
-        assert report["robots"][robot]["bytes_staged"] == release_bytes(rollout.releases, "v3.0.0")
+        assert report["robots"][robot]["bytes_staged"] == sent, (robot, report["robots"][robot])
 
 
 def test_release_failing_health_on_the_canary_stops_after_wave_one(rollout, bad):

@@ -204,3 +204,136 @@ def test_version_order():
     key = agent_mod.version_key
     assert key("1.2.10") > key("1.2.9") > key("1.2.9-rc1")
     assert key("v2.0") == key("2.0.0")
+
+
+class Killed(BaseException):
+    """Stands for the agent process dying (power loss, podman kill) in the middle of a move."""
+
+
+def test_recover_finishes_an_activation_cut_short_in_its_gate(releases, make_agent, tmp_path, monkeypatch):
+    agent = make_agent()
+    live(agent, releases, "v1.0.0")
+    releases.publish("v2.0.0")
+    agent.stage(str(releases.repo_dir), "v2.0.0")
+
+    def die(tag, golden=True):
+        raise Killed()
+
+    monkeypatch.setattr(agent, "gate", die)
+    with pytest.raises(Killed):
+        agent.activate("v2.0.0")
+    # between two releases: the link and the config name v2.0.0, whose gate never passed
+    assert agent.current_tag() == "v2.0.0" and agent.state()["pending"]["to"] == "v2.0.0"
+    monkeypatch.undo()
+    booted = make_agent()  # the next boot's ExecStartPre
+    result = booted.recover()
+    assert result["changed"] and result["tag"] == "v1.0.0" and result["from"] == "v2.0.0"
+    assert booted.current_tag() == "v1.0.0"
+    state = booted.state()
+    assert "pending" not in state and state["current"] == "v1.0.0"
+    assert "interrupted during activate" in state["bad"]["v2.0.0"]
+    assert state["last"]["op"] == "recover" and state["last"]["to"] == "v1.0.0"
+    assert json.loads((tmp_path / "opt/shared/config/app.json").read_text()) == {"tag": "v1.0.0"}
+    assert "EDGE_RELEASE=v1.0.0" in Path(booted.cfg.dropin_path).read_text()
+    assert booted.recover() == {"changed": False}  # nothing pending any more
+
+
+def test_recover_keeps_an_interrupted_first_install(releases, make_agent, monkeypatch):
+    agent = make_agent()
+    releases.publish("v1.0.0")
+    agent.stage(str(releases.repo_dir), "v1.0.0")
+    monkeypatch.setattr(agent, "gate", lambda tag, golden=True: (_ for _ in ()).throw(Killed()))
+    with pytest.raises(Killed):
+        agent.activate("v1.0.0")
+    result = make_agent().recover()
+    assert result["changed"] is False and result["tag"] == "v1.0.0"
+    assert "pending" not in agent.state() and agent.state()["last"]["result"] == "kept"
+
+
+def test_recover_leaves_a_running_agent_alone(releases, make_agent):
+    agent = make_agent()
+    live(agent, releases, "v1.0.0")
+    with agent._lock():
+        assert agent.recover() == {"changed": False, "reason": "an agent run is under way"}
+
+
+def incoming(releases, tmp_path, *tags):
+    """What the controller's copy leaves on the robot: the metadata, and `tags`' files if given."""
+    repo = tmp_path / "incoming"
+    shutil.copytree(releases.repo_dir / "metadata", repo / "metadata", dirs_exist_ok=True)
+    for tag in tags:
+        shutil.copytree(
+            releases.repo_dir / "targets/edge-app" / tag, repo / "targets/edge-app" / tag, dirs_exist_ok=True
+        )
+    return str(repo)
+
+
+def test_seed_reuses_kept_files_so_only_changed_ones_are_sent(releases, make_agent, tmp_path):
+    agent = make_agent()
+    model = os.urandom(50000).hex()
+    files = {"app.py": "print('app')\n", "model.txt": model, "config/app.json": "{}"}
+    releases.publish("v1.0.0", files=files)
+    repo = incoming(releases, tmp_path, "v1.0.0")
+    agent.stage(repo, "v1.0.0")
+    agent.activate("v1.0.0")
+    releases.publish("v2.0.0", files=dict(files, **{"config/app.json": '{"a": 1}'}))
+    repo = incoming(releases, tmp_path)
+    signed = json.loads((releases.repo_dir / "metadata/targets.json").read_text())["signed"]["targets"]
+    size = {p.split("/", 2)[2]: t["length"] for p, t in signed.items() if p.startswith("edge-app/v2.0.0/")}
+
+    counted = agent.seed(repo, "v2.0.0", dry_run=True)
+    assert not counted["changed"] and not (tmp_path / "incoming/targets/edge-app/v2.0.0").exists()
+    result = agent.seed(repo, "v2.0.0")
+    assert result == dict(counted, changed=True, dry_run=False)
+    assert sorted(result["seeded"]) == ["app.py", "model.txt"]
+    assert sorted(result["missing"]) == ["config/app.json", "release.json"]
+    assert result["missing_bytes"] == size["config/app.json"] + size["release.json"]
+    assert result["seeded_bytes"] == size["app.py"] + size["model.txt"] and result["present_bytes"] == 0
+    seeded = tmp_path / "incoming/targets/edge-app/v2.0.0/model.txt"
+    assert seeded.read_text() == model
+    assert seeded.stat().st_ino == (tmp_path / "opt/releases/v1.0.0/model.txt").stat().st_ino  # a link
+
+    # the controller's copy sends the rest; staging verifies every file against the signatures
+    incoming(releases, tmp_path, "v2.0.0")
+    again = agent.seed(repo, "v2.0.0")
+    assert not again["changed"] and again["missing_bytes"] == 0 and again["seeded"] == []
+    assert again["present_bytes"] == sum(size.values())
+    agent.stage(repo, "v2.0.0")
+    agent.activate("v2.0.0")
+    assert (tmp_path / "opt/releases/v2.0.0/model.txt").read_text() == model
+
+
+def test_seed_never_trusts_a_damaged_local_copy_and_drops_unkept_tags(releases, make_agent, tmp_path):
+    agent = make_agent(keep_releases=2)
+    files = {"app.py": "print('same')\n"}
+    releases.publish("v1.0.0", files=files)
+    releases.publish("v2.0.0", files=files)
+    repo = incoming(releases, tmp_path, "v1.0.0", "v2.0.0")
+    for tag in ("v1.0.0", "v2.0.0"):
+        agent.stage(repo, tag)
+        agent.activate(tag)
+    (tmp_path / "opt/releases/v2.0.0/app.py").write_text("print('tampered')\n")
+    (tmp_path / "opt/releases/v1.0.0/app.py").write_text("print('tampered')\n")
+    releases.publish("v3.0.0", files=files)
+    result = agent.seed(incoming(releases, tmp_path), "v3.0.0")
+    assert result["seeded"] == [] and sorted(result["missing"]) == ["app.py", "release.json"]
+    assert not (tmp_path / "incoming/targets/edge-app/v3.0.0/app.py").exists()
+    # v1.0.0 and v2.0.0 are kept: their folders stay; a folder of a tag no longer kept goes
+    (tmp_path / "incoming/targets/edge-app/v0.9.0").mkdir()
+    assert agent.seed(repo, "v3.0.0")["removed"] == ["v0.9.0"]
+    assert sorted(os.listdir(tmp_path / "incoming/targets/edge-app")) == ["v1.0.0", "v2.0.0"]
+
+
+def test_seed_refuses_unsigned_tags_and_remote_repositories(releases, make_agent, tmp_path):
+    agent = make_agent()
+    releases.publish("v1.0.0")
+    repo = incoming(releases, tmp_path)
+    with pytest.raises(Refused, match=r"no release edge-app v9\.9\.9"):
+        agent.seed(repo, "v9.9.9")
+    with pytest.raises(AgentError, match="repository folder on this robot"):
+        agent.seed("https://releases.example.com/repo", "v1.0.0")
+    meta = tmp_path / "incoming/metadata/timestamp.json"
+    meta.write_text(meta.read_text().replace('"version"', '"versions"', 1))
+    with pytest.raises(Refused):
+        agent.seed(repo, "v1.0.0")
+    assert not (tmp_path / "incoming/targets").exists()
