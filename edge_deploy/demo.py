@@ -70,19 +70,7 @@ def demo_repository(root) -> str:
     for tag, config in DEMO_RELEASES:
         if tag in signed:
             continue
-        src = root / "src" / tag
-        shutil.rmtree(src, ignore_errors=True)
-        shutil.copytree(paths.REPO / "examples" / "sample_app", src)
-        manifest = bundle.load_source_manifest(src)
-        manifest["assets"] = {
-            rel: str((paths.REPO / "examples" / "sample_app" / origin).resolve())
-            for rel, origin in (manifest.get("assets") or {}).items()
-        }
-        (src / "release.yaml").unlink()
-        (src / "release.json").write_text(json.dumps(manifest))
-        app_config = json.loads((src / "config" / "app.json").read_text())
-        app_config.update(config)
-        (src / "config" / "app.json").write_text(json.dumps(app_config))
+        src = bundle.variant(str(paths.REPO / "examples" / "sample_app"), str(root / "src" / tag), config)
         built = bundle.build(str(src), tag, str(root / "build"))
         repo.add_release(built["path"])
     return str(root / "repo")

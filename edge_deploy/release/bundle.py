@@ -32,7 +32,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from edge_agent.fsutil import sha256_file
 
@@ -137,3 +137,24 @@ def build(src: str, tag: str, out: str) -> Dict[str, Any]:
     release = dict(manifest, tag=tag, version=match.group("version"), files=files, schema=1)
     (dest / "release.json").write_text(json.dumps(release, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return dict(release, path=str(dest))
+
+
+def variant(src: str, dest: str, config: Optional[Dict[str, Any]] = None, **manifest: Any) -> Path:
+    """A copy of the source folder `src` at `dest` (replaced) to build another release from:
+    assets still point at their files beside `src`, `manifest` overrides keys of release.yaml and
+    `config` keys of config/app.json. The demo and the fleet tests make faulty releases this way."""
+    src_path, dest_path = Path(src).resolve(), Path(dest)
+    if dest_path.exists():
+        shutil.rmtree(dest_path)
+    shutil.copytree(src_path, dest_path)
+    data = load_source_manifest(dest_path)
+    data["assets"] = {rel: str(src_path / origin) for rel, origin in (data.get("assets") or {}).items()}
+    data.update(manifest)
+    for name in SOURCE_NAMES:
+        (dest_path / name).unlink(missing_ok=True)
+    (dest_path / "release.json").write_text(json.dumps(data), encoding="utf-8")
+    if config:
+        app_config = dest_path / "config" / "app.json"
+        merged = dict(json.loads(app_config.read_text(encoding="utf-8")), **config)
+        app_config.write_text(json.dumps(merged), encoding="utf-8")
+    return dest_path

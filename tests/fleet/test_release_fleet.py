@@ -47,20 +47,9 @@ class Releases:
         self.vars_file = tmp / "vars.json"
 
     def source(self, tag: str, config=None, **manifest) -> Path:
-        src = self.tmp / ("src-" + tag)
-        shutil.copytree(paths.REPO / "examples" / "sample_app", src)
-        data = bundle.load_source_manifest(src)
-        data["assets"] = {
-            rel: str((paths.REPO / "examples" / "sample_app" / origin).resolve())
-            for rel, origin in data["assets"].items()
-        }
-        data.update(manifest)
-        (src / "release.yaml").unlink()
-        (src / "release.json").write_text(json.dumps(data))
-        app_config = json.loads((src / "config" / "app.json").read_text())
-        app_config.update(config or {})
-        (src / "config" / "app.json").write_text(json.dumps(app_config))
-        return src
+        return bundle.variant(
+            str(paths.REPO / "examples" / "sample_app"), str(self.tmp / ("src-" + tag)), config, **manifest
+        )
 
     def publish(self, tag: str, repo: ReleaseRepository = None, **kwargs) -> None:
         built = bundle.build(str(self.source(tag, **kwargs)), tag, str(self.tmp / "build"))

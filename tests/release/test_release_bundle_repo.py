@@ -71,3 +71,20 @@ def test_agent_zip_is_reproducible_and_has_both_packages(tmp_path):
     names = zipfile.ZipFile(tmp_path / "a.pyz").namelist()
     assert "__main__.py" in names and "edge_agent/agent.py" in names and "engine_builder/cli.py" in names
     assert not [n for n in names if n.endswith(".pyc")]
+
+
+def test_variant_of_the_sample_app_builds_with_its_overrides(tmp_path):
+    from edge_deploy import paths
+
+    sample = paths.REPO / "examples" / "sample_app"
+    src = bundle.variant(str(sample), str(tmp_path / "src"), {"fault": "unhealthy"}, watchdog_seconds=7)
+    built = bundle.build(str(src), "v9.0.0", str(tmp_path / "out"))
+    assert built["watchdog_seconds"] == 7 and "assets" not in built
+    config = json.loads((tmp_path / "out/edge-app-v9.0.0/config/app.json").read_text())
+    original = json.loads((sample / "config" / "app.json").read_text())
+    assert config == dict(original, fault="unhealthy")
+    model = next(f for f in built["files"] if f["path"] == "models/digits_int8_qdq.onnx")
+    assert model["length"] > 0  # the asset beside the original source was found
+    assert (sample / "release.yaml").is_file()  # the original is untouched
+    again = bundle.variant(str(sample), str(tmp_path / "src"))  # replaces the earlier variant
+    assert json.loads((again / "config" / "app.json").read_text()) == original
