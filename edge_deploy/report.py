@@ -22,6 +22,8 @@ def _outcome(robot: Dict[str, Any]) -> str:
         return "rolled back"
     if robot["status"] != "ok":
         return robot["status"]
+    if robot.get("release_target") and not robot.get("release_after"):
+        return "not activated"
     return (
         "updated"
         if robot.get("release_after") and robot.get("release_after") != robot.get("release_before")
@@ -29,9 +31,15 @@ def _outcome(robot: Dict[str, Any]) -> str:
     )
 
 
+def _in_wave_order(item) -> tuple:
+    """Robots by wave, then name; robots in no wave (not activated, refused) last."""
+    name, robot = item
+    return (robot.get("wave") is None, robot.get("wave") or 0, name)
+
+
 def summary_lines(report: Dict[str, Any]) -> List[str]:
     rows = [("robot", "wave", "release", "outcome", "staged", "engines", "health", "time")]
-    for name, robot in sorted(report["robots"].items(), key=lambda item: (item[1].get("wave") or 0, item[0])):
+    for name, robot in sorted(report["robots"].items(), key=_in_wave_order):
         steps = robot.get("steps") or []
         took = (steps[-1]["end"] - steps[0]["start"]) if steps else 0.0
         engines = robot.get("engines") or {}
@@ -57,6 +65,8 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
     for robot in report["robots"].values():
         counts[_outcome(robot)] = counts.get(_outcome(robot), 0) + 1
     lines.append("")
+    if report.get("stopped"):
+        lines.append(report["stopped"])
     lines.append(
         "%s: %s in %.1f s"
         % (
@@ -76,7 +86,7 @@ def timeline_png(report: Dict[str, Any], path: Path) -> Path:
     from matplotlib.patches import Patch
 
     robots = sorted(
-        report["robots"].items(), key=lambda item: (item[1].get("wave") or 0, item[0]), reverse=True
+        report["robots"].items(), key=_in_wave_order, reverse=True
     )
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(robots) + 1.6))
     for row, (_name, robot) in enumerate(robots):

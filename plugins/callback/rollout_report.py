@@ -8,10 +8,13 @@ name: rollout_report
 type: aggregate
 short_description: Write a rollout's per-robot timeline and report (JSON, text summary, PNG timeline)
 description:
-  - Records, for every robot, each task's start, end and outcome, and the wave (serial batch) it ran in.
+  - Records, for every robot, each task's start, end and outcome, and the wave (serial batch) it ran in
+    (includes, and tasks that run once for a whole batch, do not put a robot in a wave).
   - Merges the C(rollout_report) fact that rollout tasks set on a robot (release before and after,
     bytes staged, engine builds or cache hits, health results, rollbacks, deferrals) into that robot's
     report, and adds its timings (seconds per play, so per wave, and in all).
+  - Keeps why a rollout stopped (the C(rollout_stopped) fact that the failure threshold sets) as the
+    report's C(stopped).
   - When the playbook ends (even when a failed canary stopped it) writes C(report.json),
     C(summary.txt) and C(timeline.png) to a new folder under O(report_dir).
   - Unreachable robots are reported as such, with the last step they reached.
@@ -35,6 +38,9 @@ import time
 
 from ansible.plugins.callback import CallbackBase
 
+# Tasks that only bring in other tasks: reaching one does not put a robot in a wave.
+INCLUDES = ("include_role", "include_tasks")
+
 
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
@@ -50,6 +56,7 @@ class CallbackModule(CallbackBase):
         self.batches = {}
         self.hosts = {}
         self.running = {}
+        self.stopped = None
 
     # -- what happens ------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook):
@@ -82,7 +89,7 @@ class CallbackModule(CallbackBase):
         started = self.running.pop((name, task._uuid), None) or time.time()
         host = self._host(name)
         play = self._play()
-        if play["serial"]:
+        if play["serial"] and not task.run_once and not task.action.endswith(INCLUDES):
             host["wave"] = play["batch"]
         host["steps"].append(
             {
@@ -97,6 +104,8 @@ class CallbackModule(CallbackBase):
         facts = (result._result or {}).get("ansible_facts") or {}
         if isinstance(facts.get("rollout_report"), dict):
             host["report"].update(facts["rollout_report"])
+        if facts.get("rollout_stopped"):
+            self.stopped = str(facts["rollout_stopped"])
         if status in ("failed", "unreachable"):
             host["status"] = status
             host["error"] = str((result._result or {}).get("msg", ""))[:2000]
@@ -133,6 +142,7 @@ class CallbackModule(CallbackBase):
             "playbook": self.playbook,
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "duration_s": round(time.time() - self.started, 1),
+            "stopped": self.stopped,
             "robots": {},
         }
         for name, host in sorted(self.hosts.items()):
