@@ -32,6 +32,7 @@ test: setup
 	@scripts/run-tests
 
 lint:
+	scripts/check-docs
 	yamllint --strict .
 	ansible-lint
 	ruff check .
