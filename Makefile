@@ -7,7 +7,9 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
 SIM_TAG = $(shell tests/sim/build-image --tag)
 SIM_BASE_TAG = $(shell tests/sim/build-image --base-tag)
-MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
+# The longest scenarios first, so that the two at a time finish together.
+MOLECULE_SCENARIOS ?= release base $(filter-out release base,$(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+MOLECULE_JOBS ?= 2
 
 .PHONY: help setup demo test lint unit molecule fleet bench sim-up sim-down clean
 
@@ -17,7 +19,7 @@ help:
 	@echo "make setup     apt packages, .venv, collections check, simulated Jetson images"
 	@echo "make lint      yamllint, ansible-lint (production profile), ruff"
 	@echo "make unit      pytest unit tests (no containers)"
-	@echo "make molecule  every molecule scenario (MOLECULE_SCENARIOS=... to pick)"
+	@echo "make molecule  every molecule scenario, two at a time (MOLECULE_SCENARIOS=..., MOLECULE_JOBS=...)"
 	@echo "make fleet     fleet tests over real SSH against simulated robots"
 	@echo "make bench     engine_builder benchmark (numbers and a plot under reports/bench)"
 	@echo "make sim-up / sim-down   start or remove the simulated fleet"
@@ -41,10 +43,8 @@ unit:
 	pytest -n 2 --ignore=tests/fleet tests
 
 molecule:
-	@set -e; for scenario in $(MOLECULE_SCENARIOS); do \
-	  echo "== molecule test -s $$scenario"; \
-	  EDGE_SIM_TAG=$(SIM_TAG) EDGE_SIM_BASE_TAG=$(SIM_BASE_TAG) molecule test -s $$scenario; \
-	done
+	@EDGE_SIM_TAG=$(SIM_TAG) EDGE_SIM_BASE_TAG=$(SIM_BASE_TAG) MOLECULE_JOBS=$(MOLECULE_JOBS) \
+	  scripts/run-molecule $(MOLECULE_SCENARIOS)
 
 fleet:
 	pytest tests/fleet
