@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from edge_agent import engines as engines_mod
 from edge_agent import health as health_mod
-from edge_agent import tufclient
+from edge_agent import mission, tufclient
 from edge_agent.config import Config
 from edge_agent.errors import AgentError, Busy, Refused, RolledBack, UsageError
 from edge_agent.fsutil import (
@@ -38,6 +38,7 @@ from edge_agent.systemd import Systemd
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EDGE_DIR = ".edge"
+JETSON_FACT = "/etc/ansible/facts.d/jetson.fact"  # written by the jetson_facts role
 HISTORY_KEEP = 30
 
 
@@ -133,7 +134,7 @@ class Agent:
     def _check_compatible(self, manifest: Dict[str, Any]) -> None:
         """JetPack and module ranges from the manifest, against the jetson_facts local fact."""
         compat = manifest.get("compatible") or {}
-        facts = read_json("/etc/ansible/facts.d/jetson.fact") if compat else None
+        facts = read_json(JETSON_FACT) if compat else None
         if not compat or not facts:
             return
         jetpack = facts.get("jetpack")
@@ -271,8 +272,11 @@ class Agent:
             leftovers = self._clean_leftovers()
             final = self.release_dir(tag)
             staging = os.path.join(self.cfg.releases_dir, ".staging-%s-%d" % (tag, os.getpid()))
+            counts: Dict[str, int] = {}
             try:
-                manifest = tufclient.fetch_release(self.cfg.tuf_dir, repo, self.cfg.app, tag, staging)
+                manifest = tufclient.fetch_release(
+                    self.cfg.tuf_dir, repo, self.cfg.app, tag, staging, self._kept_files(), counts
+                )
                 self._check_version(manifest, allow_downgrade)
                 self._check_compatible(manifest)
                 if self.is_staged(tag):
@@ -292,6 +296,7 @@ class Agent:
                         "staged": True,
                         "engines": refs,
                         "leftovers_removed": leftovers,
+                        **counts,
                     }
                 if dry_run:
                     return {
@@ -329,7 +334,14 @@ class Agent:
                 raise
             finally:
                 remove_tree(staging)
-        return {"changed": True, "tag": tag, "staged": True, "engines": refs, "leftovers_removed": leftovers}
+        return {
+            "changed": True,
+            "tag": tag,
+            "staged": True,
+            "engines": refs,
+            "leftovers_removed": leftovers,
+            **counts,
+        }
 
     def _engines(self, release_dir: str, manifest: Dict[str, Any], dry_run: bool) -> Dict[str, Any]:
         models = manifest.get("models") or []
@@ -343,6 +355,69 @@ class Agent:
         return engines_mod.build_all(
             builder, self.cfg.engine_backend, release_dir, self.cfg.engines_dir, models
         )
+
+    # ------------------------------------------------------------------ pull (the OTA timer)
+    def mission_lock(self) -> Optional[str]:
+        """None when the robot app's mission lock lets an update start; else why not."""
+        return mission.check(self.cfg.mission_lock_file, self.cfg.min_battery, self.cfg.require_docked)
+
+    def pull(self, repo: Optional[str], dry_run: bool = False) -> Dict[str, Any]:
+        """Take the newest signed release that is newer than the current one, not marked bad and
+        accepted by this robot: stage it (kept releases' files are reused, not downloaded), then,
+        when the mission lock allows, activate it behind the health gate. A release that fails
+        its gate is rolled back and marked bad, so the next pull does not take it again."""
+        repo = repo or self.cfg.repository_url
+        if not repo:
+            raise UsageError("no repository to pull from: set repository_url in the agent config")
+        self._ensure_layout()
+        with self._lock():
+            tags = tufclient.signed_tags(self.cfg.tuf_dir, repo, self.cfg.app)
+            current = self.current_tag()
+            bad = self.state().get("bad") or {}
+        newer = sorted(
+            (t for t in tags if TAG_RE.match(t) and (not current or version_key(t) > version_key(current))),
+            key=version_key,
+            reverse=True,
+        )
+        skipped: Dict[str, str] = {}
+        for tag in newer:
+            if tag in bad:
+                skipped[tag] = "marked bad: %s" % bad[tag]
+                continue
+            if dry_run:
+                return {"changed": True, "dry_run": True, "tag": tag, "current": current, "skipped": skipped}
+            try:
+                staged = self.stage(repo, tag)
+            except Refused as exc:
+                skipped[tag] = exc.message
+                continue
+            locked_by = self.mission_lock()
+            if locked_by:
+                self.log("%s staged; the mission lock defers its activation: %s" % (tag, locked_by))
+                return {
+                    "changed": staged["changed"],
+                    "tag": tag,
+                    "current": current,
+                    "deferred": locked_by,
+                    "stage": staged,
+                    "skipped": skipped,
+                }
+            activated = self.activate(tag)
+            return {
+                "changed": True,
+                "tag": tag,
+                "current": self.current_tag(),
+                "stage": staged,
+                "activate": activated,
+                "skipped": skipped,
+            }
+        newest = max(tags, key=version_key) if tags else None
+        reason = (
+            "up to date: %s is the newest signed release" % current
+            if current and current == newest
+            else "no newer release this robot can take"
+        )
+        return {"changed": False, "current": current, "reason": reason, "skipped": skipped}
 
     # ------------------------------------------------------------------ snapshots
     def _outside_files(self) -> Dict[str, str]:

@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     p = sub.add_parser("deploy", help="stage then activate (what the OTA timer runs)")
     repo_and_tag(p)
+    p = sub.add_parser(
+        "pull", help="take the newest signed release newer than the current one (what the OTA timer runs)"
+    )
+    p.add_argument("--repo", help="TUF repository URL or folder (default: repository_url in the config)")
+    p.add_argument("--dry-run", action="store_true", help="say which release would be taken")
+    p = sub.add_parser("lock", help="may an update start now? (the robot app's mission lock)")
+    p.add_argument("--file", help="the lock file (default: mission_lock_file in the config)")
+    p.add_argument("--min-battery", type=float, help="lowest charge, 0..1 (default: min_battery)")
+    p.add_argument("--require-docked", action="store_true", help="refuse while the robot is not docked")
     p = sub.add_parser("rollback", help="back to the previous release, or to --tag (a kept release)")
     p.add_argument("--tag")
     p.add_argument("--no-gate", action="store_true")
@@ -65,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
+    from edge_agent import mission
     from edge_agent.agent import Agent
     from edge_agent.config import load
 
@@ -85,6 +95,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         staged = agent.stage(repo, args.tag, args.allow_downgrade)
         activated = agent.activate(args.tag)
         return {"changed": staged["changed"] or activated["changed"], "stage": staged, "activate": activated}
+    if args.command == "pull":
+        return agent.pull(args.repo, args.dry_run)
+    if args.command == "lock":
+        path = args.file or cfg.mission_lock_file
+        battery = cfg.min_battery if args.min_battery is None else args.min_battery
+        reason = mission.check(path, battery, args.require_docked or cfg.require_docked)
+        return {"changed": False, "free": reason is None, "reason": reason, "file": path}
     if args.command == "rollback":
         return agent.rollback(args.tag, gate=not args.no_gate, dry_run=args.dry_run)
     if args.command == "on-failure":

@@ -22,6 +22,9 @@ DEFAULTS: Dict[str, Any] = {
     "python": None,  # interpreter for the app, engine_builder and the agent (default: this one)
     "agent_path": None,  # the edge-agent.pyz (or package dir) on PYTHONPATH for apps
     "repository_url": None,  # pull mode: base URL of the TUF repository
+    "mission_lock_file": None,  # default /run/<app>/mission-lock.json, written by the robot app
+    "min_battery": 0.3,  # below this charge (0..1) no update starts
+    "require_docked": False,
     "lock_timeout_seconds": 600,
     "command_timeout_seconds": 1800,  # per engine build / golden check
     # Health gate overrides (None: use the release manifest's values)
@@ -44,6 +47,7 @@ class Config:
         merged["root"] = merged["root"] or "/opt/%s" % app
         merged["state_dir"] = merged["state_dir"] or "/var/lib/edge-agent/%s" % app
         merged["service"] = merged["service"] or "%s.service" % app
+        merged["mission_lock_file"] = merged["mission_lock_file"] or "/run/%s/mission-lock.json" % app
         merged["python"] = merged["python"] or sys.executable
         self.data = merged
 

@@ -13,10 +13,11 @@ import inspect
 import json
 import os
 import posixpath
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 from edge_agent.errors import AgentError, Refused
+from edge_agent.fsutil import place_verified
 
 MANIFEST = "release.json"
 CHUNK = 1 << 16
@@ -98,8 +99,22 @@ def _refusal(exc: BaseException, what: str) -> Refused:
     return Refused("%s refused: %s: %s" % (what, type(exc).__name__, exc), {"error": type(exc).__name__})
 
 
-def fetch_release(tuf_dir: str, location: str, app: str, tag: str, dest: str) -> Dict[str, Any]:
-    """Verify and download every file of <app>/<tag> into `dest`; return the verified manifest."""
+def fetch_release(
+    tuf_dir: str,
+    location: str,
+    app: str,
+    tag: str,
+    dest: str,
+    reuse: Optional[Dict[str, str]] = None,
+    counts: Optional[Dict[str, int]] = None,
+) -> Dict[str, Any]:
+    """Verify and download every file of <app>/<tag> into `dest`; return the verified manifest.
+
+    `reuse` maps a sha256 to a local file with that content (a kept release's): such a file is
+    taken from there (after checking its hash) instead of being downloaded. `counts` receives
+    downloaded_bytes and reused_bytes."""
+    counts = counts if counts is not None else {}
+    counts.update(downloaded_bytes=0, reused_bytes=0)
     _, _, exceptions = _tuf()
     os.makedirs(tuf_dir, exist_ok=True)
     os.makedirs(dest, exist_ok=True)
@@ -111,6 +126,7 @@ def fetch_release(tuf_dir: str, location: str, app: str, tag: str, dest: str) ->
         if info is None:
             raise Refused("the signed repository has no release %s %s" % (app, tag))
         updater.download_target(info, os.path.join(dest, MANIFEST))
+        counts["downloaded_bytes"] += info.length
         with open(os.path.join(dest, MANIFEST), encoding="utf-8") as fh:
             manifest = json.load(fh)
         if manifest.get("name") != app or manifest.get("tag") != tag:
@@ -127,7 +143,12 @@ def fetch_release(tuf_dir: str, location: str, app: str, tag: str, dest: str) ->
                 raise Refused("%s is listed in release.json but not signed" % rel)
             path = os.path.join(dest, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
+            digest = target.hashes.get("sha256")
+            if reuse and digest in reuse and place_verified(reuse[digest], path, digest):
+                counts["reused_bytes"] += target.length
+                continue
             updater.download_target(target, path)
+            counts["downloaded_bytes"] += target.length
     except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
         raise _refusal(exc, "release %s %s" % (app, tag)) from exc
     except ValueError as exc:  # malformed metadata or manifest
@@ -135,25 +156,39 @@ def fetch_release(tuf_dir: str, location: str, app: str, tag: str, dest: str) ->
     return manifest
 
 
-def signed_files(tuf_dir: str, location: str, app: str, tag: str) -> Dict[str, Tuple[int, str]]:
+def _trusted_targets(tuf_dir: str, location: str, what: str) -> Dict[str, Any]:
     """Refresh the trusted metadata from `location` (every signature and expiry checked) and return
-    what it signs for <app>/<tag>: {path in the release: (length, sha256)}. Nothing is downloaded."""
+    the verified top-level targets (path -> TargetFile). Nothing is downloaded but metadata."""
     _, _, exceptions = _tuf()
     from tuf.api.metadata import Metadata
 
     os.makedirs(tuf_dir, exist_ok=True)
-    prefix = "%s/%s/" % (app, tag)
     try:
-        updater = make_updater(tuf_dir, location, tuf_dir)
-        updater.refresh()
-        if updater.get_targetinfo(prefix + MANIFEST) is None:
-            raise Refused("the signed repository has no release %s %s" % (app, tag))
+        make_updater(tuf_dir, location, tuf_dir).refresh()
         # refresh() stored the verified top-level targets metadata in tuf_dir
-        targets = Metadata.from_file(os.path.join(tuf_dir, "targets.json")).signed.targets
+        return dict(Metadata.from_file(os.path.join(tuf_dir, "targets.json")).signed.targets)
     except (exceptions.RepositoryError, exceptions.DownloadError, ValueError) as exc:
-        raise _refusal(exc, "release %s %s" % (app, tag)) from exc
+        raise _refusal(exc, what) from exc
+
+
+def signed_files(tuf_dir: str, location: str, app: str, tag: str) -> Dict[str, Tuple[int, str]]:
+    """What the repository signs for <app>/<tag>: {path in the release: (length, sha256)}."""
+    prefix = "%s/%s/" % (app, tag)
+    targets = _trusted_targets(tuf_dir, location, "release %s %s" % (app, tag))
+    if prefix + MANIFEST not in targets:
+        raise Refused("the signed repository has no release %s %s" % (app, tag))
     files = {}
     for path, info in targets.items():
         if path.startswith(prefix) and "sha256" in info.hashes:
             files[safe_relpath(path[len(prefix) :])] = (info.length, info.hashes["sha256"])
     return files
+
+
+def signed_tags(tuf_dir: str, location: str, app: str) -> List[str]:
+    """Every release tag the repository signs for `app` (each has a signed release.json)."""
+    tags = []
+    for path in _trusted_targets(tuf_dir, location, "releases of %s" % app):
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == app and parts[2] == MANIFEST:
+            tags.append(parts[1])
+    return sorted(tags)

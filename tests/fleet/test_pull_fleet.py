@@ -1,0 +1,149 @@
+"""Pull mode on a simulated robot over real SSH: the release role turns the OTA timer on, and
+`<app>-update.service` takes the newest signed release from a repository served over HTTP on the
+robot's own loopback (the robot reaches nothing else). A release failing its health gate goes
+back and is never taken again; a mission-locked robot stages but does not activate; files kept
+releases hold are not downloaded again.
+
+Short windows through variables (1 s health soak). Every wait is a bounded poll.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge_deploy.sim import podman
+
+from .test_release_fleet import ROLE_VARS, Releases, agent, sh, status, wait_for
+
+ROBOT = "agx-01"
+PORT = 8765
+SERVED = "/srv/edge-releases"
+LOCK_FILE = "/run/edge-app/mission-lock.json"
+
+
+class Pull:
+    def __init__(self, fleet, releases: Releases, tmp: Path):
+        self.fleet = fleet
+        self.releases = releases
+        self.vars_file = tmp / "pull-vars.json"
+
+    def serve(self) -> None:
+        """Copy the signed repository onto the robot (what a release server would hold)."""
+        container = self.fleet.robots[ROBOT].container
+        sh(self.fleet, ROBOT, "rm -rf %s && mkdir -p %s" % (SERVED, SERVED))
+        for part in ("metadata", "targets"):
+            podman("cp", str(Path(self.releases.repo.repo) / part), "%s:%s/" % (container, SERVED))
+
+    def converge(self, **extra):
+        variables = dict(
+            ROLE_VARS,
+            release_health_soak_seconds=1,
+            release_repository=str(self.releases.repo.repo),
+            release_pull_enabled=True,
+            release_pull_url="http://127.0.0.1:%d/" % PORT,
+        )
+        variables.update(extra)
+        self.vars_file.write_text(json.dumps(variables))
+        return self.fleet.playbook("playbooks/release.yml", "-l", ROBOT, "-e", "@%s" % self.vars_file)
+
+    def timer_run(self) -> dict:
+        """Start the unit the timer starts; return the agent's JSON from this run's journal."""
+        cursor = sh(self.fleet, ROBOT, "journalctl -n 0 --show-cursor -q | tail -1").stdout
+        cursor = cursor.split("cursor:", 1)[-1].strip()
+        started = sh(self.fleet, ROBOT, "systemctl start edge-app-update.service")
+        assert started.returncode == 0, started.stderr[-2000:]
+        log = sh(
+            self.fleet,
+            ROBOT,
+            "journalctl -u edge-app-update.service -o cat --no-pager --after-cursor '%s'" % cursor,
+        ).stdout
+        found = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        found = [entry for entry in found if entry.get("command") == "pull"]
+        assert found, log[-3000:]
+        return found[-1]
+
+
+@pytest.fixture(scope="module")
+def pull(fleet, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pull")
+    releases = Releases(tmp)
+    releases.publish("v1.0.0")
+    releases.publish("v2.0.0", config={"golden_index": 1})
+    state = Pull(fleet, releases, tmp)
+    state.serve()
+    server = sh(
+        fleet,
+        ROBOT,
+        "systemd-run --unit edge-releases-http --property=Restart=on-failure "
+        "python3 -m http.server %d --bind 127.0.0.1 --directory %s" % (PORT, SERVED),
+    )
+    assert server.returncode == 0, server.stderr
+    wait_for(
+        lambda: sh(fleet, ROBOT, "curl -sf http://127.0.0.1:%d/metadata/1.root.json" % PORT).returncode == 0,
+        "the release server on the robot",
+    )
+    try:
+        yield state
+    finally:
+        sh(fleet, ROBOT, "systemctl stop edge-releases-http edge-app-update.timer; rm -f %s" % LOCK_FILE)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_role_turns_the_timer_on_idempotently(pull):
+    first = pull.converge()
+    assert first.rc == 0, first.stdout[-4000:]
+    for probe in ("is-enabled", "is-active"):
+        out = sh(pull.fleet, ROBOT, "systemctl %s edge-app-update.timer" % probe).stdout.strip()
+        assert out in ("enabled", "active"), (probe, out)
+    config = json.loads(sh(pull.fleet, ROBOT, "cat /etc/edge-agent/edge-app.json").stdout)
+    assert config["repository_url"] == "http://127.0.0.1:%d/" % PORT
+    second = pull.converge()
+    assert second.changed() == {ROBOT: 0}, second.stdout[-4000:]
+    refused = pull.converge(release_pull_url="")
+    assert refused.rc != 0 and "release_pull_url is empty" in refused.stdout, refused.stdout[-2000:]
+
+
+def test_timer_pulls_the_newest_release(pull):
+    result = pull.timer_run()
+    assert result["ok"] and result["tag"] == "v2.0.0" and result["current"] == "v2.0.0", result
+    now = status(pull.fleet, ROBOT)
+    assert now["current"] == "v2.0.0" and now["service"]["ActiveState"] == "active", now
+    health = json.loads(sh(pull.fleet, ROBOT, "curl -sf http://127.0.0.1:8080/healthz").stdout)
+    assert health["release"] == "v2.0.0", health
+    again = pull.timer_run()
+    assert again["changed"] is False and again["reason"].startswith("up to date"), again
+
+
+def test_unhealthy_release_goes_back_and_is_not_taken_again(pull):
+    pull.releases.publish("v3.0.0", config={"fault": "unhealthy"})
+    pull.serve()
+    failed = agent(pull.fleet, ROBOT, "pull")
+    assert not failed["ok"] and failed["error"]["kind"] == "rolled_back", failed
+    now = status(pull.fleet, ROBOT)
+    assert now["current"] == "v2.0.0" and "v3.0.0" in now["bad"], now
+    # the unit treats a refused or rolled-back release as a handled outcome, not a unit failure
+    after = pull.timer_run()
+    assert after["changed"] is False and after["skipped"] == {"v3.0.0": "marked bad: " + now["bad"]["v3.0.0"]}
+    unit = sh(pull.fleet, ROBOT, "systemctl show -p Result --value edge-app-update.service").stdout.strip()
+    assert unit == "success", unit
+
+
+def test_mission_lock_defers_then_only_changed_files_are_downloaded(pull):
+    pull.releases.publish("v4.0.0", config={"golden_index": 2})
+    pull.serve()
+    lock = json.dumps({"busy": True, "reason": "docking"})
+    sh(pull.fleet, ROBOT, "mkdir -p /run/edge-app && printf '%%s' '%s' > %s" % (lock, LOCK_FILE))
+    deferred = pull.timer_run()
+    assert deferred["deferred"] == "docking" and deferred["tag"] == "v4.0.0", deferred
+    assert status(pull.fleet, ROBOT)["current"] == "v2.0.0"
+    stage = deferred["stage"]
+    # only the config and the manifest changed since v2.0.0: the model came from the kept release
+    assert stage["reused_bytes"] > 10 * stage["downloaded_bytes"] > 0, stage
+    sh(pull.fleet, ROBOT, "rm -f " + LOCK_FILE)
+    done = pull.timer_run()
+    assert done["tag"] == "v4.0.0" and done["current"] == "v4.0.0", done
+    assert status(pull.fleet, ROBOT)["service"]["ActiveState"] == "active"

@@ -1,0 +1,122 @@
+"""Pull mode on a temp robot root: what the OTA timer runs (`edge-agent pull`). It takes the newest
+signed release that is newer than the current one, not marked bad and compatible, reuses the files
+kept releases hold, and waits for the robot's mission lock before activating."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import FakeSystemd
+
+from edge_agent import mission
+from edge_agent.errors import AgentError, RolledBack
+
+
+def test_pull_takes_the_newest_signed_release(releases, make_agent):
+    agent = make_agent()
+    repo = str(releases.repo_dir)
+    releases.publish("v1.0.0")
+    first = agent.pull(repo)
+    assert first["changed"] and first["tag"] == "v1.0.0" and agent.current_tag() == "v1.0.0"
+    assert agent.pull(repo) == dict(agent.pull(repo), changed=False)
+    assert agent.pull(repo)["reason"] == "up to date: v1.0.0 is the newest signed release"
+    releases.publish("v1.2.0")
+    releases.publish("v1.10.0")  # newer than v1.2.0
+    assert agent.pull(repo, dry_run=True) == {
+        "changed": True,
+        "dry_run": True,
+        "tag": "v1.10.0",
+        "current": "v1.0.0",
+        "skipped": {},
+    }
+    assert agent.current_tag() == "v1.0.0"
+    result = agent.pull(repo)
+    assert result["tag"] == "v1.10.0" and agent.current_tag() == "v1.10.0"
+    assert result["activate"]["from"] == "v1.0.0"
+
+
+def test_pull_reuses_files_kept_releases_hold(releases, make_agent):
+    agent = make_agent()
+    repo = str(releases.repo_dir)
+    model = os.urandom(40000).hex()
+    files = {"app.py": "print('app')\n", "model.txt": model}
+    releases.publish("v1.0.0", files=files)
+    assert agent.pull(repo)["stage"]["reused_bytes"] == 0
+    releases.publish("v1.1.0", files=dict(files, **{"app.py": "print('app 1.1')\n"}))
+    stage = agent.pull(repo)["stage"]
+    assert stage["reused_bytes"] == len(model), stage
+    signed = json.loads((releases.repo_dir / "metadata/targets.json").read_text())["signed"]["targets"]
+    changed = ("edge-app/v1.1.0/app.py", "edge-app/v1.1.0/release.json")
+    assert stage["downloaded_bytes"] == sum(signed[p]["length"] for p in changed), stage
+
+
+def test_pull_skips_bad_and_incompatible_releases(releases, make_agent, tmp_path, monkeypatch):
+    systemd = FakeSystemd()
+    agent = make_agent(systemd=systemd)
+    repo = str(releases.repo_dir)
+    releases.publish("v1.0.0", health={"soak_seconds": 0, "interval_seconds": 0})
+    agent.pull(repo)
+    releases.publish("v2.0.0", health={"soak_seconds": 0, "interval_seconds": 0})
+    monkeypatch.setattr(agent, "gate", lambda tag, golden=True: {"passed": False, "reason": "crashed"})
+    with pytest.raises(RolledBack):
+        agent.pull(repo)
+    monkeypatch.undo()
+    assert agent.current_tag() == "v1.0.0" and "v2.0.0" in agent.state()["bad"]
+    # the bad tag is not taken again; a newer release that the robot cannot run is skipped too
+    facts = tmp_path / "jetson.fact"
+    facts.write_text(json.dumps({"jetpack": "5.1.2", "module_class": "orin_nano"}))
+    monkeypatch.setattr("edge_agent.agent.JETSON_FACT", str(facts))
+    releases.publish("v3.0.0", compatible={"jetpack_min": "6.0"})
+    result = agent.pull(repo)
+    assert result["changed"] is False and agent.current_tag() == "v1.0.0", result
+    assert result["skipped"] == {
+        "v2.0.0": "marked bad: crashed",
+        "v3.0.0": "release v3.0.0 needs JetPack >= 6.0; this robot runs 5.1.2",
+    }, result
+
+
+def test_pull_stages_but_waits_for_the_mission_lock(releases, make_agent, tmp_path):
+    lock = tmp_path / "mission-lock.json"
+    agent = make_agent(mission_lock_file=str(lock), min_battery=0.3)
+    repo = str(releases.repo_dir)
+    releases.publish("v1.0.0")
+    agent.pull(repo)
+    releases.publish("v1.1.0")
+    lock.write_text(json.dumps({"busy": True, "reason": "delivering"}))
+    result = agent.pull(repo)
+    assert result["deferred"] == "delivering" and agent.current_tag() == "v1.0.0", result
+    assert "v1.1.0" in agent.kept()  # staged while the mission goes on
+    lock.write_text(json.dumps({"busy": False, "battery": 0.9}))
+    assert agent.pull(repo)["tag"] == "v1.1.0" and agent.current_tag() == "v1.1.0"
+
+
+def test_pull_needs_a_repository(make_agent):
+    with pytest.raises(AgentError, match="repository_url"):
+        make_agent().pull(None)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (None, None),
+        ({}, None),
+        ({"busy": True}, "busy"),
+        ({"busy": True, "reason": "delivering"}, "delivering"),
+        ({"battery": 0.1}, "battery 0.10 below 0.30"),
+        ({"battery": 0.5, "docked": False}, "not docked"),
+        ("{not json", "mission lock unreadable"),
+    ],
+)
+def test_mission_lock(tmp_path, content, reason):
+    path = tmp_path / "lock.json"
+    if isinstance(content, str):
+        path.write_text(content)
+    elif content is not None:
+        path.write_text(json.dumps(content))
+    found = mission.check(str(path), min_battery=0.3, require_docked=True)
+    if reason is None:
+        assert found is None
+    else:
+        assert found is not None and found.startswith(reason), found
