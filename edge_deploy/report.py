@@ -85,13 +85,13 @@ def timeline_png(report: Dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    robots = sorted(
-        report["robots"].items(), key=_in_wave_order, reverse=True
-    )
+    robots = sorted(report["robots"].items(), key=_in_wave_order, reverse=True)
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(robots) + 1.6))
     for row, (_name, robot) in enumerate(robots):
+        right = 0.0
         for step in robot.get("steps") or []:
             width = max(step["end"] - step["start"], 0.05)
+            right = max(right, step["start"] + width)
             ax.barh(
                 row,
                 width,
@@ -102,10 +102,11 @@ def timeline_png(report: Dict[str, Any], path: Path) -> Path:
                 linewidth=0.3,
             )
         label = _outcome(robot)
-        ax.text(
-            max((s["end"] for s in robot.get("steps") or [{"end": 0}]), default=0) + 0.3,
-            row,
+        ax.annotate(  # just right of the robot's last bar, whatever the run's length
             label,
+            (right, row),
+            xytext=(4, 0),
+            textcoords="offset points",
             va="center",
             fontsize=8,
         )
@@ -123,8 +124,7 @@ def timeline_png(report: Dict[str, Any], path: Path) -> Path:
         ncol=5,
         frameon=False,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # the legend above the axes included
     plt.close(fig)
     return path
 
