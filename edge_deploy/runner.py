@@ -19,7 +19,8 @@ class HostProgress:
     failed: int = 0
     skipped: int = 0
     unreachable: bool = False
-    task: str = ""
+    task: str = ""  # the task running, else the last one that ran (skipped ones are not shown)
+    done: str = ""
     messages: list = field(default_factory=list)
 
 
@@ -91,7 +92,11 @@ def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None 
             item = progress.setdefault(host, HostProgress())
             if kind == "runner_on_start":
                 item.task = data.get("task", "")
-            elif kind == "runner_on_ok":
+            elif kind == "runner_on_skipped":
+                item.task = item.done
+            elif kind.startswith("runner_on_"):
+                item.done = item.task = data.get("task", "") or item.task
+            if kind == "runner_on_ok":
                 item.ok += 1
                 res = data.get("res", {})
                 item.changed += int(bool(res.get("changed")))
