@@ -31,6 +31,14 @@ def _outcome(robot: Dict[str, Any]) -> str:
     )
 
 
+HEALTH_WIDTH = 60  # the summary's health column; report.json keeps the whole message
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _in_wave_order(item) -> tuple:
     """Robots by wave, then name; robots in no wave (not activated, refused) last."""
     name, robot = item
@@ -55,7 +63,7 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                     for k, v in sorted(engines.items())
                 )
                 or "-",
-                str(robot.get("health") or "-"),
+                _short(str(robot.get("health") or "-"), HEALTH_WIDTH),
                 "%.1f s" % took,
             )
         )

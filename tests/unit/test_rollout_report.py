@@ -69,6 +69,20 @@ def test_summary_orders_by_wave_and_says_what_happened():
     assert lines[-1] == "deploy.yml: 1 deferred, 1 rolled back, 1 updated in 42.0 s"
 
 
+def test_summary_shortens_long_health_messages_and_says_why_a_rollout_stopped():
+    recorded = json.loads(json.dumps(RECORDED))
+    message = "failed: not healthy within 60 s: http://127.0.0.1:8080/healthz answered 503: " + "x" * 300
+    recorded["robots"]["nx-01"]["health"] = message
+    recorded["stopped"] = "Rollout of v2 stopped: the canary wave failed (nx-01)."
+    recorded["robots"]["r9"] = {"status": "ok", "release_before": "v1", "release_target": "v2"}
+    lines = report.summary_lines(recorded)
+    row = next(line for line in lines if line.startswith("nx-01"))
+    assert message[: report.HEALTH_WIDTH - 3] + "..." in row and "x" * 300 not in row
+    assert lines[-2] == recorded["stopped"]
+    last_robot = [line for line in lines if line.startswith(("nano-01", "nx-01", "agx-01", "r9"))][-1]
+    assert last_robot.startswith("r9") and "not activated" in last_robot  # in no wave: listed last
+
+
 def test_render_writes_summary_and_a_png(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps(RECORDED))
