@@ -111,10 +111,14 @@ def fetch_release(
     """Verify and download every file of <app>/<tag> into `dest`; return the verified manifest.
 
     `reuse` maps a sha256 to a local file with that content (a kept release's): such a file is
-    taken from there (after checking its hash) instead of being downloaded. `counts` receives
-    downloaded_bytes and reused_bytes."""
+    taken from there (after checking its hash) instead of being downloaded. From a repository
+    folder on this robot (push mode), a file whose signed hash checks out is hard-linked rather
+    than copied, so the release costs its disk space once. `counts` receives downloaded_bytes
+    (read from the repository) and reused_bytes (taken from kept releases)."""
     counts = counts if counts is not None else {}
     counts.update(downloaded_bytes=0, reused_bytes=0)
+    url = repository_url(location)
+    folder = unquote(urlparse(url).path) if url.startswith("file://") else None
     _, _, exceptions = _tuf()
     os.makedirs(tuf_dir, exist_ok=True)
     os.makedirs(dest, exist_ok=True)
@@ -147,8 +151,15 @@ def fetch_release(
             if reuse and digest in reuse and place_verified(reuse[digest], path, digest):
                 counts["reused_bytes"] += target.length
                 continue
-            updater.download_target(target, path)
             counts["downloaded_bytes"] += target.length
+            source = os.path.join(folder, "targets", prefix + rel) if folder else ""
+            if (
+                os.path.isfile(source)
+                and os.path.getsize(source) == target.length
+                and place_verified(source, path, digest)
+            ):
+                continue
+            updater.download_target(target, path)
     except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
         raise _refusal(exc, "release %s %s" % (app, tag)) from exc
     except ValueError as exc:  # malformed metadata or manifest

@@ -298,9 +298,13 @@ def test_seed_reuses_kept_files_so_only_changed_ones_are_sent(releases, make_age
     again = agent.seed(repo, "v2.0.0")
     assert not again["changed"] and again["missing_bytes"] == 0 and again["seeded"] == []
     assert again["present_bytes"] == sum(size.values())
-    agent.stage(repo, "v2.0.0")
+    staged = agent.stage(repo, "v2.0.0")
+    assert staged["reused_bytes"] == size["app.py"] + size["model.txt"], staged
     agent.activate("v2.0.0")
     assert (tmp_path / "opt/releases/v2.0.0/model.txt").read_text() == model
+    # the file that crossed the network is on disk once: the release links the verified copy
+    sent = tmp_path / "incoming/targets/edge-app/v2.0.0/config/app.json"
+    assert sent.stat().st_ino == (tmp_path / "opt/releases/v2.0.0/config/app.json").stat().st_ino
 
 
 def test_seed_never_trusts_a_damaged_local_copy_and_drops_unkept_tags(releases, make_agent, tmp_path):
