@@ -44,6 +44,25 @@ def _sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from edge_deploy import paths, status
+    from edge_deploy.runner import wide_console
+
+    inventory = args.inventory or str(paths.REPO / "inventory" / "sim")
+    found = status.fleet_status(inventory, args.limit)
+    if not found["robots"]:
+        print("no robots matched in %s%s" % (inventory, " (-l %s)" % args.limit if args.limit else ""))
+        return 1
+    saved = status.write(found, paths.REPORTS / "status")
+    if args.json:
+        print(json.dumps(found, indent=2, sort_keys=True))
+    else:
+        console = wide_console()
+        console.print(status.table(found))
+        console.print("saved: %s" % saved)
+    return 0 if found["rc"] == 0 else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from edge_deploy.demo import run_demo
 
@@ -62,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--profiles", help="comma-separated profile mix (default: Orin Nano, NX, AGX)")
     sim.add_argument("--json", action="store_true", help="print the fleet as JSON")
     sim.set_defaults(func=_sim)
+
+    status = commands.add_parser("status", help="which release every robot runs, read from the robots")
+    status.add_argument("-i", "--inventory", help="inventory (default: the simulated fleet's)")
+    status.add_argument("-l", "--limit", help="robots or groups, as ansible-playbook -l")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(func=_status)
 
     demo = commands.add_parser("demo", help="the main job on the simulated fleet, with a report")
     demo.add_argument("--robots", type=int, default=6)

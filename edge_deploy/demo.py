@@ -7,7 +7,7 @@ import shutil
 import time
 from dataclasses import asdict
 
-from edge_deploy import paths
+from edge_deploy import paths, status
 from edge_deploy.runner import run_playbook, wide_console
 from edge_deploy.sim import Fleet, SimError
 
@@ -165,6 +165,14 @@ def run_demo(robots: int = 6) -> int:
                 "[red]%s: expected the run to %s[/red]" % (title, "pass" if should_pass else "stop")
             )
             return _failed(console, step)
+
+    found = status.fleet_status(str(fleet.inventory))
+    console.print(status.table(found))
+    report["fleet_status"] = found["robots"]
+    astray = [name for name, row in found["robots"].items() if row["current"] != "v1.0.0"]
+    if astray:
+        console.print("[red]not back on v1.0.0: %s[/red]" % ", ".join(astray))
+        return 1
 
     report["duration_s"] = round(time.monotonic() - started, 1)
     out = paths.REPORTS / "demo"
