@@ -188,8 +188,19 @@ class Fleet:
                         "systemctl", "is-system-running", "--wait", check=False, timeout=timeout + 10)
         state = result.stdout.strip()
         if state not in ("running", "degraded"):
-            raise SimError("robot %s did not boot (systemd says %r); see `podman logs %s`"
-                           % (robot.name, state, robot.container))
+            # what systemd still waits for, and its last words: enough to tell why from a CI log
+            def ask(*argv: str) -> str:
+                try:
+                    found = podman(*argv, check=False, timeout=30)
+                except subprocess.TimeoutExpired:
+                    return "(no answer in 30 s)"
+                return (found.stdout + found.stderr).strip()
+
+            raise SimError("robot %s did not boot within %d s (systemd says %r %s)\npending jobs:\n%s\n"
+                           "last console lines:\n%s"
+                           % (robot.name, timeout, state, result.stderr.strip(),
+                              ask("exec", robot.container, "systemctl", "list-jobs", "--no-pager"),
+                              ask("logs", "--tail", "20", robot.container)))
 
     def _write_known_hosts(self, robots: Iterable[Robot], timeout: float) -> None:
         lines = []

@@ -189,11 +189,13 @@ def test_refused_releases_change_nothing(fleet, releases, attack_config, attack)
     else:
         expiry = {role: timedelta(days=-1) for role in ("targets", "snapshot", "timestamp")}
         variant = releases.variant("repo-" + attack, expiry if attack == "expired" else None)
-        releases.publish(tag, repo=variant)
+        # content of its own: a file whose signed content a kept release holds is taken from
+        # there, so a tampered copy of it would never be read
+        releases.publish(tag, repo=variant, config={"attack": attack})
         offered = variant.repo
         if attack == "tampered":  # same length, other bytes
-            app = Path(variant.repo) / "targets" / "edge-app" / tag / "app.py"
-            app.write_text(app.read_text().replace("sample robot app", "sample robot APP", 1))
+            config = Path(variant.repo) / "targets" / "edge-app" / tag / "config" / "app.json"
+            config.write_text(config.read_text().replace('"tampered"', '"TAMPERED"', 1))
         elif attack == "bad_signature":  # signed content changed after signing
             targets = Path(variant.repo) / "metadata" / "targets.json"
             md = json.loads(targets.read_text())
@@ -253,7 +255,7 @@ def test_agent_killed_mid_stage_then_rerun_completes(fleet, releases):
 
 
 def test_disk_full_during_stage_fails_cleanly(fleet, releases):
-    """A second app root on a small tmpfs: v1 lives there, the disk fills, staging v2 fails cleanly."""
+    """A second app root on a small tmpfs: v1 lives there, the disk fills, staging v4 fails cleanly."""
     container = fleet.robots[ROBOT].container
     small = {
         "app": "edge-app",
@@ -289,12 +291,16 @@ def test_disk_full_during_stage_fails_cleanly(fleet, releases):
             "free=$(df --output=avail -k /opt/edge-small | tail -1); "
             "head -c $(( (free - 16) * 1024 )) /dev/zero > /opt/edge-small/filler",
         )
-        full = agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v2.0.0", config=cfg)
-        assert not full["ok"] and "disk full while staging v2.0.0" in full["error"]["message"], full
+        # v4.0.0 brings 64 KiB of new content (files it shares with v1.0.0 are linked, not copied)
+        releases.publish("v4.0.0", config={"padding": "x" * 65536})
+        podman("cp", str(Path(releases.repo.repo) / "targets"), "%s:%s/" % (container, incoming))
+        podman("cp", str(Path(releases.repo.repo) / "metadata"), "%s:%s/" % (container, incoming))
+        full = agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v4.0.0", config=cfg)
+        assert not full["ok"] and "disk full while staging v4.0.0" in full["error"]["message"], full
         assert tree_digest(fleet, ROBOT, "/opt/edge-small/releases") == before
         assert agent(fleet, ROBOT, "status", config=cfg)["current"] == "v1.0.0"
         sh(fleet, ROBOT, "rm /opt/edge-small/filler")
-        assert agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v2.0.0", config=cfg)["changed"]
+        assert agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v4.0.0", config=cfg)["changed"]
     finally:
         podman(
             "exec",
