@@ -255,7 +255,7 @@ def test_agent_killed_mid_stage_then_rerun_completes(fleet, releases):
 
 
 def test_disk_full_during_stage_fails_cleanly(fleet, releases):
-    """A second app root on a small tmpfs: v1 lives there, the disk fills, staging v4 fails cleanly."""
+    """A second app root on a small tmpfs: v1 lives there, the disk fills, staging v3.0.5 fails cleanly."""
     container = fleet.robots[ROBOT].container
     small = {
         "app": "edge-app",
@@ -291,16 +291,16 @@ def test_disk_full_during_stage_fails_cleanly(fleet, releases):
             "free=$(df --output=avail -k /opt/edge-small | tail -1); "
             "head -c $(( (free - 16) * 1024 )) /dev/zero > /opt/edge-small/filler",
         )
-        # v4.0.0 brings 64 KiB of new content (files it shares with v1.0.0 are linked, not copied)
-        releases.publish("v4.0.0", config={"padding": "x" * 65536})
+        # v3.0.5 brings 64 KiB of new content (files it shares with v1.0.0 are linked, not copied)
+        releases.publish("v3.0.5", config={"padding": "x" * 65536})
         podman("cp", str(Path(releases.repo.repo) / "targets"), "%s:%s/" % (container, incoming))
         podman("cp", str(Path(releases.repo.repo) / "metadata"), "%s:%s/" % (container, incoming))
-        full = agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v4.0.0", config=cfg)
-        assert not full["ok"] and "disk full while staging v4.0.0" in full["error"]["message"], full
+        full = agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v3.0.5", config=cfg)
+        assert not full["ok"] and "disk full while staging v3.0.5" in full["error"]["message"], full
         assert tree_digest(fleet, ROBOT, "/opt/edge-small/releases") == before
         assert agent(fleet, ROBOT, "status", config=cfg)["current"] == "v1.0.0"
         sh(fleet, ROBOT, "rm /opt/edge-small/filler")
-        assert agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v4.0.0", config=cfg)["changed"]
+        assert agent(fleet, ROBOT, "stage", "--repo", incoming, "--tag", "v3.0.5", config=cfg)["changed"]
     finally:
         podman(
             "exec",
