@@ -184,10 +184,10 @@ class Agent:
         }
 
     # ------------------------------------------------------------------ seed (push mode)
-    def _kept_files(self) -> Dict[str, str]:
-        """sha256 -> a file of a kept release with that content (from the release manifests)."""
+    def _kept_files(self, kept: List[str]) -> Dict[str, str]:
+        """sha256 -> a file of one of the `kept` releases with that content (from their manifests)."""
         found: Dict[str, str] = {}
-        for tag in self.kept():
+        for tag in kept:
             base = self.release_dir(tag)
             for entry in self.manifest(tag).get("files") or []:
                 if entry.get("sha256"):
@@ -207,7 +207,8 @@ class Agent:
         app_dir = os.path.join(repo, "targets", self.cfg.app)
         with self._lock():
             signed = tufclient.signed_files(self.cfg.tuf_dir, repo, self.cfg.app, tag)
-            local = self._kept_files()
+            kept = self.kept()
+            local = self._kept_files(kept)
             result: Dict[str, Any] = {"present_bytes": 0, "seeded_bytes": 0, "missing_bytes": 0}
             seeded: List[str] = []
             missing: List[str] = []
@@ -236,9 +237,10 @@ class Agent:
                         % (tag, app_dir)
                     ) from exc
                 raise
-            kept = set(self.kept()) | {tag}
             stale = sorted(
-                name for name in (os.listdir(app_dir) if os.path.isdir(app_dir) else []) if name not in kept
+                name
+                for name in (os.listdir(app_dir) if os.path.isdir(app_dir) else [])
+                if name != tag and name not in kept
             )
             if not dry_run:
                 for name in stale:
@@ -275,7 +277,7 @@ class Agent:
             counts: Dict[str, int] = {}
             try:
                 manifest = tufclient.fetch_release(
-                    self.cfg.tuf_dir, repo, self.cfg.app, tag, staging, self._kept_files(), counts
+                    self.cfg.tuf_dir, repo, self.cfg.app, tag, staging, self._kept_files(self.kept()), counts
                 )
                 self._check_version(manifest, allow_downgrade)
                 self._check_compatible(manifest)
