@@ -184,9 +184,18 @@ class Fleet:
                f"chown {user}:{user} /home/{user}/.ssh/authorized_keys; "
                f"chmod 0600 /home/{user}/.ssh/authorized_keys",
                input_text=public_key)
-        result = podman("exec", robot.container, "timeout", str(int(timeout)),
-                        "systemctl", "is-system-running", "--wait", check=False, timeout=timeout + 10)
-        state = result.stdout.strip()
+        # Early in boot systemd's socket is not there yet and systemctl gives up at once
+        # ("Failed to connect to bus"): ask again until the deadline, not only once.
+        deadline = time.monotonic() + timeout
+        while True:
+            left = max(1, int(deadline - time.monotonic()))
+            result = podman("exec", robot.container, "timeout", str(left),
+                            "systemctl", "is-system-running", "--wait", check=False, timeout=left + 10)
+            state = result.stdout.strip()
+            if state in ("running", "degraded") or state in ("maintenance", "stopping") \
+                    or time.monotonic() >= deadline:
+                break
+            time.sleep(1)
         if state not in ("running", "degraded"):
             # what systemd still waits for, and its last words: enough to tell why from a CI log
             def ask(*argv: str) -> str:
@@ -197,10 +206,11 @@ class Fleet:
                 return (found.stdout + found.stderr).strip()
 
             raise SimError("robot %s did not boot within %d s (systemd says %r %s)\npending jobs:\n%s\n"
-                           "last console lines:\n%s"
+                           "last journal lines:\n%s"
                            % (robot.name, timeout, state, result.stderr.strip(),
                               ask("exec", robot.container, "systemctl", "list-jobs", "--no-pager"),
-                              ask("logs", "--tail", "20", robot.container)))
+                              ask("exec", robot.container, "journalctl", "--boot", "--no-pager",
+                                  "--lines", "30")))
 
     def _write_known_hosts(self, robots: Iterable[Robot], timeout: float) -> None:
         lines = []

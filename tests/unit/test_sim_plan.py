@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import yaml
 
@@ -39,3 +41,40 @@ def test_inventory_groups_like_production(tmp_path):
     assert data["all"]["children"]["agx_orin_robots"]["hosts"]["agx-01"]["ansible_port"] == 2202
     assert "StrictHostKeyChecking=yes" in data["all"]["vars"]["ansible_ssh_common_args"]
     assert (tmp_path / "inventory" / "group_vars" / "orin_nx_robots.yml").exists()
+
+
+class ScriptedPodman:
+    """Answers `podman exec ... systemctl is-system-running` from a script of (stdout, stderr)."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(args)
+        if "is-system-running" in args:
+            out, err = self.answers.pop(0)
+            return subprocess.CompletedProcess(args, 1, out + "\n", err)
+        return subprocess.CompletedProcess(args, 0, "JOB UNIT\n3 basic.target start waiting\n", "")
+
+
+ROBOT = sim.Robot(name="nx-01", profile="orin-nx-16gb-jp60", group="orin_nx_robots",
+                  port=2222, container="edge-unit-nx-01")
+
+
+def test_boot_wait_asks_again_while_systemd_has_no_socket_yet(monkeypatch):
+    fake = ScriptedPodman([("", "Failed to connect to bus: No such file or directory"),
+                           ("", "Failed to connect to bus: No such file or directory"),
+                           ("running", "")])
+    monkeypatch.setattr(sim, "podman", fake)
+    monkeypatch.setattr(sim.time, "sleep", lambda seconds: None)
+    sim.Fleet("unit")._ready(ROBOT, "ssh-ed25519 AAAA unit\n", timeout=60)
+    assert sum("is-system-running" in call for call in fake.calls) == 3
+
+
+def test_boot_in_maintenance_fails_at_once_with_what_systemd_waits_for(monkeypatch):
+    fake = ScriptedPodman([("maintenance", "")])
+    monkeypatch.setattr(sim, "podman", fake)
+    with pytest.raises(sim.SimError, match=r"(?s)nx-01 did not boot.*'maintenance'.*basic.target"):
+        sim.Fleet("unit")._ready(ROBOT, "ssh-ed25519 AAAA unit\n", timeout=60)
+    assert sum("is-system-running" in call for call in fake.calls) == 1
