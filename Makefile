@@ -11,7 +11,7 @@ SIM_BASE_TAG = $(shell tests/sim/build-image --base-tag)
 MOLECULE_SCENARIOS ?= release base $(filter-out release base,$(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 MOLECULE_JOBS ?= 2
 
-.PHONY: help setup demo test lint unit molecule fleet bench sim-up sim-down clean
+.PHONY: help setup demo test lint unit robot-py38 molecule fleet bench sim-up sim-down clean
 
 help:
 	@echo "make demo      set up, start the simulated fleet, provision it, print the report"
@@ -19,6 +19,7 @@ help:
 	@echo "make setup     apt packages, .venv, collections check, simulated Jetson images"
 	@echo "make lint      yamllint, ansible-lint (production profile), ruff"
 	@echo "make unit      pytest unit tests (no containers)"
+	@echo "make robot-py38  the robot side's tests under Python 3.8 (JetPack 5's interpreter)"
 	@echo "make molecule  every molecule scenario, two at a time (MOLECULE_SCENARIOS=..., MOLECULE_JOBS=...)"
 	@echo "make fleet     fleet tests over real SSH against simulated robots"
 	@echo "make bench     engine_builder benchmark (numbers and a plot under reports/bench)"
@@ -41,6 +42,9 @@ lint:
 
 unit:
 	pytest -n 2 --ignore=tests/fleet tests
+
+robot-py38:
+	scripts/test-robot-py38
 
 molecule:
 	@EDGE_SIM_TAG=$(SIM_TAG) EDGE_SIM_BASE_TAG=$(SIM_BASE_TAG) MOLECULE_JOBS=$(MOLECULE_JOBS) \
