@@ -69,6 +69,21 @@ class Agent:
         self.log = log
 
     # ------------------------------------------------------------------ small helpers
+    def _trust_repository_ca(self) -> None:
+        """HTTPS repositories signed by a private CA: the agent trusts the CA bundle `ca_file`
+        (instead of the system's store) for its own connections; python-tuf's fetchers read it
+        through OpenSSL's SSL_CERT_FILE (urllib3, tuf >= 6) and REQUESTS_CA_BUNDLE (tuf 5)."""
+        ca_file = self.cfg.ca_file
+        if not ca_file:
+            return
+        if not os.path.isfile(ca_file):
+            raise UsageError(
+                "ca_file %s in the agent config does not exist: install the repository's CA there "
+                "(release_pull_ca_certificate in the release role) or remove the setting" % ca_file
+            )
+        os.environ["SSL_CERT_FILE"] = ca_file
+        os.environ["REQUESTS_CA_BUNDLE"] = ca_file
+
     def release_dir(self, tag: str) -> str:
         return os.path.join(self.cfg.releases_dir, check_tag(tag))
 
@@ -270,6 +285,7 @@ class Agent:
     ) -> Dict[str, Any]:
         check_tag(tag)
         self._ensure_layout()
+        self._trust_repository_ca()
         with self._lock():
             leftovers = self._clean_leftovers()
             final = self.release_dir(tag)
@@ -372,6 +388,7 @@ class Agent:
         if not repo:
             raise UsageError("no repository to pull from: set repository_url in the agent config")
         self._ensure_layout()
+        self._trust_repository_ca()
         with self._lock():
             tags = tufclient.signed_tags(self.cfg.tuf_dir, repo, self.cfg.app)
             current = self.current_tag()

@@ -22,6 +22,7 @@ DEFAULTS: Dict[str, Any] = {
     "python": None,  # interpreter for the app, engine_builder and the agent (default: this one)
     "agent_path": None,  # the edge-agent.pyz (or package dir) on PYTHONPATH for apps
     "repository_url": None,  # pull mode: base URL of the TUF repository
+    "ca_file": None,  # HTTPS repository signed by a private CA: the CA bundle to trust (PEM)
     "mission_lock_file": None,  # default /run/<app>/mission-lock.json, written by the robot app
     "min_battery": 0.3,  # below this charge (0..1) no update starts
     "require_docked": False,

@@ -37,6 +37,12 @@ class Refused(AgentError):
     kind = "refused"
 
 
+class Unreachable(AgentError):
+    """The repository gave no answer (network, name lookup, TLS): nothing was verified or changed."""
+
+    kind = "unreachable"
+
+
 class RolledBack(AgentError):
     exit_code = EXIT_ROLLED_BACK
     kind = "rolled_back"

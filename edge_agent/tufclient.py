@@ -13,10 +13,11 @@ import inspect
 import json
 import os
 import posixpath
+import ssl
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
-from edge_agent.errors import AgentError, Refused
+from edge_agent.errors import AgentError, Refused, Unreachable
 from edge_agent.fsutil import place_verified
 
 MANIFEST = "release.json"
@@ -95,7 +96,35 @@ def safe_relpath(path: str) -> str:
     return norm
 
 
-def _refusal(exc: BaseException, what: str) -> Refused:
+def _refusal(exc: BaseException, what: str, location: str) -> AgentError:
+    """A failed check refuses the release; a repository that gave no usable answer (network,
+    name lookup, TLS, a timeout, a server error) is unreachable, which is not the release's fault."""
+    _, _, exceptions = _tuf()
+    if (
+        type(exc) is exceptions.DownloadError
+        or isinstance(exc, exceptions.SlowRetrievalError)  # tuf also files refused connections here
+        or (isinstance(exc, exceptions.DownloadHTTPError) and exc.status_code >= 500)
+    ):
+        causes = []
+        cause: Optional[BaseException] = exc
+        while cause is not None and len(causes) < 8:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        message = "cannot read the release repository at %s (%s): %s" % (
+            repository_url(location),
+            what,
+            causes[-1],
+        )
+        if any(
+            isinstance(c, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(c)
+            for c in causes
+        ):
+            message += (
+                "; the server's HTTPS certificate is not signed by a CA this robot trusts: if it comes "
+                "from a private CA, give that CA to the robot (release_pull_ca_certificate in the "
+                "release role, ca_file in the agent config)"
+            )
+        return Unreachable(message, {"error": type(causes[-1]).__name__})
     return Refused("%s refused: %s: %s" % (what, type(exc).__name__, exc), {"error": type(exc).__name__})
 
 
@@ -161,9 +190,9 @@ def fetch_release(
                 continue
             updater.download_target(target, path)
     except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
-        raise _refusal(exc, "release %s %s" % (app, tag)) from exc
+        raise _refusal(exc, "release %s %s" % (app, tag), location) from exc
     except ValueError as exc:  # malformed metadata or manifest
-        raise _refusal(exc, "release %s %s" % (app, tag)) from exc
+        raise _refusal(exc, "release %s %s" % (app, tag), location) from exc
     return manifest
 
 
@@ -179,7 +208,7 @@ def _trusted_targets(tuf_dir: str, location: str, what: str) -> Dict[str, Any]:
         # refresh() stored the verified top-level targets metadata in tuf_dir
         return dict(Metadata.from_file(os.path.join(tuf_dir, "targets.json")).signed.targets)
     except (exceptions.RepositoryError, exceptions.DownloadError, ValueError) as exc:
-        raise _refusal(exc, what) from exc
+        raise _refusal(exc, what, location) from exc
 
 
 def signed_files(tuf_dir: str, location: str, app: str, tag: str) -> Dict[str, Tuple[int, str]]:

@@ -2,7 +2,8 @@
 `<app>-update.service` takes the newest signed release from a repository served over HTTP on the
 robot's own loopback (the robot reaches nothing else). A release failing its health gate goes
 back and is never taken again; a mission-locked robot stages but does not activate; files kept
-releases hold are not downloaded again.
+releases hold are not downloaded again. Over HTTPS with a private CA the robot trusts nothing
+until the role gives it that CA; meanwhile the pull fails as unreachable and changes nothing.
 
 Short windows through variables (1 s health soak). Every wait is a bounded poll.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_deploy.sim import podman
+from tests.tls import throwaway_ca
 
 from .test_release_fleet import ROLE_VARS, Releases, agent, sh, status, wait_for
 
@@ -147,3 +149,68 @@ def test_mission_lock_defers_then_only_changed_files_are_downloaded(pull):
     done = pull.timer_run()
     assert done["tag"] == "v4.0.0" and done["current"] == "v4.0.0", done
     assert status(pull.fleet, ROBOT)["service"]["ActiveState"] == "active"
+
+
+HTTPS_PORT = 8766
+TLS_DIR = "/srv/edge-tls"
+# what a real release server does, in a few lines: the signed folder over HTTPS
+HTTPS_SERVER = """
+import functools, http.server, ssl, sys
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
+server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(sys.argv[3] + "/server.pem", sys.argv[3] + "/server.key")
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"""
+
+
+def test_https_repository_signed_by_a_private_ca(pull, tmp_path):
+    ca, cert, key = throwaway_ca(tmp_path)
+    (tmp_path / "serve.py").write_text(HTTPS_SERVER)
+    container = pull.fleet.robots[ROBOT].container
+    sh(pull.fleet, ROBOT, "rm -rf %s && mkdir -p %s" % (TLS_DIR, TLS_DIR))
+    for path in (ca, cert, key, tmp_path / "serve.py"):
+        podman("cp", str(path), "%s:%s/" % (container, TLS_DIR))
+    url = "https://127.0.0.1:%d/" % HTTPS_PORT
+    server = sh(
+        pull.fleet,
+        ROBOT,
+        "systemd-run --unit edge-releases-https python3 %s/serve.py %d %s %s"
+        % (TLS_DIR, HTTPS_PORT, SERVED, TLS_DIR),
+    )
+    assert server.returncode == 0, server.stderr
+    try:
+        probe = "curl -sf --cacert %s/ca.pem %smetadata/1.root.json" % (TLS_DIR, url)
+        wait_for(lambda: sh(pull.fleet, ROBOT, probe).returncode == 0, "the HTTPS server on the robot")
+        pull.releases.publish("v5.0.0", config={"golden_index": 3})
+        pull.serve()
+        # the robot's system store does not hold the CA: nothing is verified, nothing changes
+        plain = pull.converge(release_pull_url=url)
+        assert plain.rc == 0, plain.stdout[-4000:]
+        unreachable = agent(pull.fleet, ROBOT, "pull")
+        assert not unreachable["ok"] and unreachable["error"]["kind"] == "unreachable", unreachable
+        message = unreachable["error"]["message"]
+        assert "CERTIFICATE_VERIFY_FAILED" in message and "release_pull_ca_certificate" in message, message
+        assert status(pull.fleet, ROBOT)["current"] == "v4.0.0"
+        # the timer's unit fails (the reason is in its journal), unlike a refused release
+        sh(pull.fleet, ROBOT, "systemctl start edge-app-update.service")
+        unit = sh(pull.fleet, ROBOT, "systemctl show -p Result --value edge-app-update.service").stdout
+        assert unit.strip() == "exit-code", unit
+
+        trusted = pull.converge(release_pull_url=url, release_pull_ca_certificate=str(ca))
+        assert trusted.rc == 0, trusted.stdout[-4000:]
+        installed = sh(pull.fleet, ROBOT, "cat /etc/edge-agent/edge-app-repository-ca.pem").stdout
+        assert installed == ca.read_text()
+        config = json.loads(sh(pull.fleet, ROBOT, "cat /etc/edge-agent/edge-app.json").stdout)
+        assert config["ca_file"] == "/etc/edge-agent/edge-app-repository-ca.pem", config
+        again = pull.converge(release_pull_url=url, release_pull_ca_certificate=str(ca))
+        assert again.changed() == {ROBOT: 0}, again.stdout[-4000:]
+        result = pull.timer_run()
+        assert result["tag"] == "v5.0.0" and result["current"] == "v5.0.0", result
+        # not a certificate: refused by the role before anything changes on the robot
+        bogus = pull.converge(release_pull_url=url, release_pull_ca_certificate=str(key))
+        assert bogus.rc != 0 and "holds no PEM certificate" in bogus.stdout, bogus.stdout[-2000:]
+        assert sh(pull.fleet, ROBOT, "cat /etc/edge-agent/edge-app-repository-ca.pem").stdout == installed
+    finally:
+        sh(pull.fleet, ROBOT, "systemctl stop edge-releases-https; rm -rf %s" % TLS_DIR)

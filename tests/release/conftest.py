@@ -18,6 +18,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import Config
 from edge_deploy.release import bundle
 from edge_deploy.release.repo import ReleaseRepository
+from tests.tls import throwaway_ca
 
 
 class FakeSystemd:
@@ -117,3 +118,46 @@ def expired_repo(releases):
         str(releases.keys),
         {role: timedelta(days=-1) for role in ("targets", "snapshot", "timestamp")},
     )
+
+
+class HttpsRepository:
+    """The signed repository served over HTTPS on 127.0.0.1 (a thread of this process), with a
+    certificate signed by a throwaway CA that no system store holds."""
+
+    def __init__(self, folder: Path, tmp: Path):
+        import ssl
+        import threading
+        from functools import partial
+        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+        self.ca_file, cert, key = throwaway_ca(tmp)
+
+        class Quiet(SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(cert), str(key))
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = "https://127.0.0.1:%d/" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1})
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def https_repo(releases, tmp_path, monkeypatch):
+    # the agent sets these for its own process: give them back afterwards; never use a proxy here
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    served = HttpsRepository(releases.repo_dir, tmp_path)
+    yield served
+    served.close()

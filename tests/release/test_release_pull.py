@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 from conftest import FakeSystemd
 
 from edge_agent import mission
-from edge_agent.errors import AgentError, RolledBack
+from edge_agent.errors import AgentError, RolledBack, Unreachable, UsageError
 
 
 def test_pull_takes_the_newest_signed_release(releases, make_agent):
@@ -120,3 +121,32 @@ def test_mission_lock(tmp_path, content, reason):
         assert found is None
     else:
         assert found is not None and found.startswith(reason), found
+
+
+def test_pull_over_https_trusts_the_ca_it_is_given(releases, make_agent, https_repo):
+    releases.publish("v1.0.0")
+    untrusting = make_agent()
+    with pytest.raises(Unreachable) as refused:
+        untrusting.pull(https_repo.url)
+    message = refused.value.message
+    assert message.startswith("cannot read the release repository at %s" % https_repo.url), message
+    assert "CERTIFICATE_VERIFY_FAILED" in message and "release_pull_ca_certificate" in message, message
+    assert untrusting.current_tag() is None and untrusting.kept() == []
+
+    agent = make_agent(ca_file=str(https_repo.ca_file), repository_url=https_repo.url)
+    result = agent.pull(None)
+    assert result["tag"] == "v1.0.0" and agent.current_tag() == "v1.0.0", result
+    assert result["stage"]["downloaded_bytes"] > 0
+
+
+def test_pull_names_a_missing_ca_file_and_an_unreachable_repository(releases, make_agent, tmp_path):
+    releases.publish("v1.0.0")
+    missing = make_agent(ca_file=str(tmp_path / "nope.pem"))
+    with pytest.raises(UsageError, match=r"ca_file .*nope\.pem in the agent config does not exist"):
+        missing.pull(str(releases.repo_dir))
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    closed = "http://127.0.0.1:%d/" % port
+    with pytest.raises(Unreachable, match="cannot read the release repository at %s" % closed):
+        make_agent().pull(closed)
