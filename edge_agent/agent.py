@@ -383,7 +383,36 @@ class Agent:
         """Take the newest signed release that is newer than the current one, not marked bad and
         accepted by this robot: stage it (kept releases' files are reused, not downloaded), then,
         when the mission lock allows, activate it behind the health gate. A release that fails
-        its gate is rolled back and marked bad, so the next pull does not take it again."""
+        its gate is rolled back and marked bad, so the next pull does not take it again.
+        Each pull's outcome is kept in the state (`status` shows it as `pull`)."""
+        try:
+            result = self._pull(repo, dry_run)
+        except Busy:
+            raise  # another run holds the lock: it records its own outcome
+        except AgentError as exc:
+            self._note_pull(exc.kind, exc.details.get("tag"), exc.message)
+            raise
+        if not dry_run:
+            if result.get("deferred"):
+                self._note_pull("deferred", result["tag"], result["deferred"])
+            elif result.get("activate"):
+                self._note_pull("updated", result["tag"], "from %s" % (result["activate"].get("from") or "-"))
+            else:
+                self._note_pull("up to date", result.get("current"), result["reason"])
+        return result
+
+    def _note_pull(self, outcome: str, tag: Optional[str], message: str) -> None:
+        with self._lock():
+            state = self.state()
+            state["pull"] = {
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "result": outcome,
+                "tag": tag,
+                "message": message,
+            }
+            write_json(self.cfg.state_file, state)
+
+    def _pull(self, repo: Optional[str], dry_run: bool) -> Dict[str, Any]:
         repo = repo or self.cfg.repository_url
         if not repo:
             raise UsageError("no repository to pull from: set repository_url in the agent config")
@@ -858,6 +887,7 @@ class Agent:
             "releases": releases,
             "bad": state.get("bad") or {},
             "last": state.get("last"),
+            "pull": state.get("pull"),
             "pending": state.get("pending"),
             "service": service,
             "engines": {

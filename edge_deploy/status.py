@@ -3,7 +3,9 @@
 Runs playbooks/status.yml (changes nothing) through ansible-runner and turns each robot's local
 facts (ansible_local.edge_release from the release agent, ansible_local.jetson from jetson_facts)
 into one row: module, JetPack, current and previous release, kept releases, releases marked bad,
-the app's service state and the agent's last move. Push and pull fleets read the same way.
+the app's service state, the agent's last move and, on robots in pull mode, the last pull's
+outcome (updated, up to date, deferred, unreachable, refused, rolled_back). Push and pull fleets
+read the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from edge_deploy import paths
 
-COLUMNS = ("robot", "module", "jetpack", "current", "previous", "kept", "bad", "service", "last")
+COLUMNS = ("robot", "module", "jetpack", "current", "previous", "kept", "bad", "service", "last", "pull")
 
 
 def robot_row(name: str, facts: Optional[Dict[str, Any]], reachable: bool = True) -> Dict[str, Any]:
@@ -25,6 +27,7 @@ def robot_row(name: str, facts: Optional[Dict[str, Any]], reachable: bool = True
     jetson = local.get("jetson") or {}
     last = release.get("last") or {}
     move = "%s %s -> %s (%s)" % (last.get("op"), last.get("from") or "-", last.get("to"), last.get("result"))
+    pulled = release.get("pull") or {}
     return {
         "robot": name,
         "reachable": reachable,
@@ -36,14 +39,24 @@ def robot_row(name: str, facts: Optional[Dict[str, Any]], reachable: bool = True
         "bad": sorted(release.get("bad") or {}),
         "service": (release.get("service") or {}).get("ActiveState"),
         "last": move if last else None,
+        "pull": "%s %s at %s" % (pulled.get("result"), pulled.get("tag") or "-", pulled.get("at"))
+        if pulled
+        else None,
+        "pull_message": pulled.get("message"),
     }
 
 
-def cells(row: Dict[str, Any]) -> List[str]:
+def columns(rows) -> List[str]:
+    """The table's columns: `pull` only when some robot has pulled (push fleets never do)."""
+    rows = list(rows)
+    return [c for c in COLUMNS if c != "pull" or any(row.get("pull") for row in rows)]
+
+
+def cells(row: Dict[str, Any], shown=COLUMNS) -> List[str]:
     if not row["reachable"]:
-        return [row["robot"], "unreachable"] + ["-"] * (len(COLUMNS) - 2)
+        return [row["robot"], "unreachable"] + ["-"] * (len(shown) - 2)
     out = []
-    for column in COLUMNS:
+    for column in shown:
         value = row[column]
         if isinstance(value, list):
             value = ", ".join(value)
@@ -55,10 +68,11 @@ def table(status: Dict[str, Any]):
     from rich.table import Table
 
     out = Table(title="fleet status (%s)" % status["taken_at"])
-    for column in COLUMNS:
+    shown = columns(status["robots"].values())
+    for column in shown:
         out.add_column(column)
     for row in status["robots"].values():
-        out.add_row(*cells(row))
+        out.add_row(*cells(row, shown))
     return out
 
 

@@ -192,7 +192,8 @@ def test_https_repository_signed_by_a_private_ca(pull, tmp_path):
         assert not unreachable["ok"] and unreachable["error"]["kind"] == "unreachable", unreachable
         message = unreachable["error"]["message"]
         assert "CERTIFICATE_VERIFY_FAILED" in message and "release_pull_ca_certificate" in message, message
-        assert status(pull.fleet, ROBOT)["current"] == "v4.0.0"
+        now = status(pull.fleet, ROBOT)
+        assert now["current"] == "v4.0.0" and now["pull"]["result"] == "unreachable", now
         # the timer's unit fails (the reason is in its journal), unlike a refused release
         sh(pull.fleet, ROBOT, "systemctl start edge-app-update.service")
         unit = sh(pull.fleet, ROBOT, "systemctl show -p Result --value edge-app-update.service").stdout

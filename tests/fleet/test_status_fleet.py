@@ -37,3 +37,8 @@ def test_status_matches_every_robots_agent(fleet):
         assert row["current"] == truth["current"] and row["previous"] == truth["previous"], (row, truth)
         assert row["kept"] == [entry["tag"] for entry in truth["releases"]], (row, truth)
         assert row["bad"] == sorted(truth["bad"]), (row, truth)
+        pulled = truth.get("pull")  # the pull module's robot pulled; the others never did
+        if pulled:
+            assert row["pull"].startswith("%s %s at" % (pulled["result"], pulled["tag"] or "-")), (row, truth)
+        else:
+            assert row["pull"] is None, (row, truth)

@@ -32,3 +32,17 @@ def test_rows_for_robots_without_the_agent_or_out_of_reach():
     assert bare["current"] is None and bare["kept"] == [] and status.cells(bare)[3] == "-"
     gone = status.cells(status.robot_row("nano-09", None, reachable=False))
     assert gone[:2] == ["nano-09", "unreachable"] and set(gone[2:]) == {"-"}
+
+
+def test_pull_column_only_where_robots_pull(releases, make_agent):
+    pusher = make_agent()
+    live(pusher, releases, "v1.0.0")
+    push_row = status.robot_row("nx-01", {"ansible_local": {"edge_release": pusher.status()}})
+    assert push_row["pull"] is None and "pull" not in status.columns([push_row])
+    pusher.pull(str(releases.repo_dir))  # v1.0.0 is the newest: up to date
+    pull_row = status.robot_row("nx-02", {"ansible_local": {"edge_release": pusher.status()}})
+    assert pull_row["pull"].startswith("up to date v1.0.0 at "), pull_row
+    assert pull_row["pull_message"] == "up to date: v1.0.0 is the newest signed release"
+    shown = status.columns([push_row, pull_row])
+    assert shown[-1] == "pull" and status.cells(push_row, shown)[-1] == "-"
+    assert status.cells(pull_row, shown)[-1] == pull_row["pull"]

@@ -65,6 +65,8 @@ def test_pull_skips_bad_and_incompatible_releases(releases, make_agent, tmp_path
         agent.pull(repo)
     monkeypatch.undo()
     assert agent.current_tag() == "v1.0.0" and "v2.0.0" in agent.state()["bad"]
+    back = agent.status()["pull"]
+    assert (back["result"], back["tag"]) == ("rolled_back", "v2.0.0") and "crashed" in back["message"], back
     # the bad tag is not taken again; a newer release that the robot cannot run is skipped too
     facts = tmp_path / "jetson.fact"
     facts.write_text(json.dumps({"jetpack": "5.1.2", "module_class": "orin_nano"}))
@@ -150,3 +152,36 @@ def test_pull_names_a_missing_ca_file_and_an_unreachable_repository(releases, ma
     closed = "http://127.0.0.1:%d/" % port
     with pytest.raises(Unreachable, match="cannot read the release repository at %s" % closed):
         make_agent().pull(closed)
+
+
+def test_each_pull_leaves_its_outcome_in_the_status(releases, make_agent, tmp_path):
+    agent = make_agent()
+    repo = str(releases.repo_dir)
+    assert agent.status()["pull"] is None
+    releases.publish("v1.0.0")
+    agent.pull(repo)
+    first = agent.status()["pull"]
+    assert (first["result"], first["tag"], first["message"]) == ("updated", "v1.0.0", "from -"), first
+    agent.pull(repo, dry_run=True)  # a dry run leaves no trace
+    assert agent.status()["pull"]["result"] == "updated"
+    agent.pull(repo)
+    now = agent.status()["pull"]
+    assert (now["result"], now["tag"]) == ("up to date", "v1.0.0"), now
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = "http://127.0.0.1:%d/" % probe.getsockname()[1]
+    with pytest.raises(Unreachable):
+        agent.pull(closed)
+    failed = agent.status()["pull"]
+    assert failed["result"] == "unreachable" and failed["message"].startswith("cannot read"), failed
+    releases.publish("v1.1.0")
+    lock = tmp_path / "lock.json"
+    lock.write_text(json.dumps({"busy": True, "reason": "mapping the warehouse"}))
+    locked = make_agent(mission_lock_file=str(lock))
+    locked.pull(repo)
+    deferred = locked.status()["pull"]
+    assert (deferred["result"], deferred["tag"], deferred["message"]) == (
+        "deferred",
+        "v1.1.0",
+        "mapping the warehouse",
+    ), deferred
