@@ -11,11 +11,15 @@ Short windows through variables (1 s health soak). Every wait is a bounded poll.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from edge_deploy import paths
 from edge_deploy.sim import podman
 from tests.tls import throwaway_ca
 
@@ -215,3 +219,49 @@ def test_https_repository_signed_by_a_private_ca(pull, tmp_path):
         assert sh(pull.fleet, ROBOT, "cat /etc/edge-agent/edge-app-repository-ca.pem").stdout == installed
     finally:
         sh(pull.fleet, ROBOT, "systemctl stop edge-releases-https; rm -rf %s" % TLS_DIR)
+
+
+SYSTEM_SITE = "/usr/local/lib/python3.11/dist-packages"
+VENV_PYTHON = "/opt/edge-agent/venv/bin/python"
+
+
+def tuf_wheel(tmp: Path) -> Path:
+    """The robot image's own python-tuf wheel (kept by tests/sim/build-image), else PyPI's."""
+    pinned = next(line.strip() for line in (paths.REPO / "requirements/constraints.txt").open()
+                  if line.lower().startswith("tuf=="))
+    cache = Path(os.environ.get("EDGE_SIM_CACHE", "/var/cache/edge-deploy")) / "wheels"
+    name = "tuf-%s-py3-none-any.whl" % pinned.split("==")[1]
+    if (cache / name).is_file():
+        return cache / name
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", str(tmp), pinned],
+                   check=True, timeout=300)
+    return tmp / name
+
+
+def test_role_stops_without_python_tuf_and_installs_the_wheel_it_is_given(pull, tmp_path):
+    """JetPack images ship no python-tuf: the role says so and how to fix it, then installs it."""
+    wheel = tuf_wheel(tmp_path)
+    container = pull.fleet.robots[ROBOT].container
+    hide = "mv {0}/tuf {0}/tuf.hidden && mv {0}/{1} {0}/{1}.hidden".format(SYSTEM_SITE, "tuf-*.dist-info")
+    hidden = sh(pull.fleet, ROBOT, hide)
+    assert hidden.returncode == 0, hidden.stderr
+    try:
+        before = status(pull.fleet, ROBOT)
+        stopped = pull.converge()
+        assert stopped.rc != 0, stopped.stdout[-3000:]
+        told = stopped.stdout
+        assert "cannot import python-tuf" in told and "tuf>=5,<6" in told, told[-3000:]
+        sh(pull.fleet, ROBOT, "mkdir -p /tmp/edge-wheels")
+        podman("cp", str(wheel), "%s:/tmp/edge-wheels/" % container)
+        given = ["/tmp/edge-wheels/" + wheel.name]
+        installed = pull.converge(release_agent_pip_packages=given)
+        assert installed.rc == 0, installed.stdout[-4000:]
+        found = sh(pull.fleet, ROBOT, "%s -c 'import tuf; print(tuf.__file__)'" % VENV_PYTHON).stdout
+        assert found.startswith("/opt/edge-agent/venv/"), found
+        again = pull.converge(release_agent_pip_packages=given)
+        assert again.changed() == {ROBOT: 0}, again.stdout[-4000:]
+        after = status(pull.fleet, ROBOT)
+        assert after["current"] == before["current"] and after["service"]["ActiveState"] == "active", after
+    finally:
+        sh(pull.fleet, ROBOT, "%s -m pip uninstall --yes --quiet tuf; rm -rf /tmp/edge-wheels; "
+           "for d in %s/*.hidden; do mv \"$d\" \"${d%%.hidden}\"; done" % (VENV_PYTHON, SYSTEM_SITE))
