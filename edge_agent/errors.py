@@ -38,7 +38,8 @@ class Refused(AgentError):
 
 
 class Unreachable(AgentError):
-    """The repository gave no answer (network, name lookup, TLS): nothing was verified or changed."""
+    """The repository gave no usable answer (network, name lookup, TLS, timeout, server error):
+    nothing was verified or changed. Not the release's fault, so not a refusal."""
 
     kind = "unreachable"
 

@@ -96,7 +96,7 @@ def safe_relpath(path: str) -> str:
     return norm
 
 
-def _refusal(exc: BaseException, what: str, location: str) -> AgentError:
+def _failure(exc: BaseException, what: str, location: str) -> AgentError:
     """A failed check refuses the release; a repository that gave no usable answer (network,
     name lookup, TLS, a timeout, a server error) is unreachable, which is not the release's fault."""
     _, _, exceptions = _tuf()
@@ -190,9 +190,9 @@ def fetch_release(
                 continue
             updater.download_target(target, path)
     except (exceptions.RepositoryError, exceptions.DownloadError) as exc:
-        raise _refusal(exc, "release %s %s" % (app, tag), location) from exc
+        raise _failure(exc, "release %s %s" % (app, tag), location) from exc
     except ValueError as exc:  # malformed metadata or manifest
-        raise _refusal(exc, "release %s %s" % (app, tag), location) from exc
+        raise _failure(exc, "release %s %s" % (app, tag), location) from exc
     return manifest
 
 
@@ -208,7 +208,7 @@ def _trusted_targets(tuf_dir: str, location: str, what: str) -> Dict[str, Any]:
         # refresh() stored the verified top-level targets metadata in tuf_dir
         return dict(Metadata.from_file(os.path.join(tuf_dir, "targets.json")).signed.targets)
     except (exceptions.RepositoryError, exceptions.DownloadError, ValueError) as exc:
-        raise _refusal(exc, what, location) from exc
+        raise _failure(exc, what, location) from exc
 
 
 def signed_files(tuf_dir: str, location: str, app: str, tag: str) -> Dict[str, Tuple[int, str]]:

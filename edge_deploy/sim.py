@@ -192,8 +192,7 @@ class Fleet:
             result = podman("exec", robot.container, "timeout", str(left),
                             "systemctl", "is-system-running", "--wait", check=False, timeout=left + 10)
             state = result.stdout.strip()
-            if state in ("running", "degraded") or state in ("maintenance", "stopping") \
-                    or time.monotonic() >= deadline:
+            if state in ("running", "degraded", "maintenance", "stopping") or time.monotonic() >= deadline:
                 break
             time.sleep(1)
         if state not in ("running", "degraded"):
