@@ -157,31 +157,20 @@ def test_mission_lock_defers_then_only_changed_files_are_downloaded(pull):
 
 HTTPS_PORT = 8766
 TLS_DIR = "/srv/edge-tls"
-# what a real release server does, in a few lines: the signed folder over HTTPS
-HTTPS_SERVER = """
-import functools, http.server, ssl, sys
-handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[2])
-server = http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler)
-context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-context.load_cert_chain(sys.argv[3] + "/server.pem", sys.argv[3] + "/server.key")
-server.socket = context.wrap_socket(server.socket, server_side=True)
-server.serve_forever()
-"""
 
 
 def test_https_repository_signed_by_a_private_ca(pull, tmp_path):
     ca, cert, key = throwaway_ca(tmp_path)
-    (tmp_path / "serve.py").write_text(HTTPS_SERVER)
     container = pull.fleet.robots[ROBOT].container
     sh(pull.fleet, ROBOT, "rm -rf %s && mkdir -p %s" % (TLS_DIR, TLS_DIR))
-    for path in (ca, cert, key, tmp_path / "serve.py"):
+    for path in (ca, cert, key, paths.REPO / "tests" / "https_server.py"):
         podman("cp", str(path), "%s:%s/" % (container, TLS_DIR))
     url = "https://127.0.0.1:%d/" % HTTPS_PORT
     server = sh(
         pull.fleet,
         ROBOT,
-        "systemd-run --unit edge-releases-https python3 %s/serve.py %d %s %s"
-        % (TLS_DIR, HTTPS_PORT, SERVED, TLS_DIR),
+        f"systemd-run --unit edge-releases-https python3 {TLS_DIR}/https_server.py {HTTPS_PORT} {SERVED} "
+        f"{TLS_DIR}/{cert.name} {TLS_DIR}/{key.name}",
     )
     assert server.returncode == 0, server.stderr
     try:

@@ -18,6 +18,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import Config
 from edge_deploy.release import bundle
 from edge_deploy.release.repo import ReleaseRepository
+from tests import https_server
 from tests.tls import throwaway_ca
 
 
@@ -125,21 +126,10 @@ class HttpsRepository:
     certificate signed by a throwaway CA that no system store holds."""
 
     def __init__(self, folder: Path, tmp: Path):
-        import ssl
         import threading
-        from functools import partial
-        from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
         self.ca_file, cert, key = throwaway_ca(tmp)
-
-        class Quiet(SimpleHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(folder)))
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert), str(key))
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server = https_server.make(0, str(folder), str(cert), str(key))
         self.url = "https://127.0.0.1:%d/" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1})
         self.thread.start()
