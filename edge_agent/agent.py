@@ -10,18 +10,20 @@ Layout under /opt/<app>:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from edge_agent import engines as engines_mod
 from edge_agent import health as health_mod
 from edge_agent import mission, tufclient
 from edge_agent.config import Config
 from edge_agent.errors import AgentError, Busy, Refused, RolledBack, UsageError
-from edge_agent.fsutil import (
+from edge_common.fsutil import (
+    LockTimeout,
     atomic_symlink,
     atomic_write,
     is_disk_full,
@@ -34,19 +36,13 @@ from edge_agent.fsutil import (
     write_json,
 )
 from edge_agent.systemd import Systemd
+from edge_common.versions import version_key
 
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 EDGE_DIR = ".edge"
 JETSON_FACT = "/etc/ansible/facts.d/jetson.fact"  # written by the jetson_facts role
 HISTORY_KEEP = 30
-
-
-def version_key(version: str) -> Tuple[Tuple[int, ...], int, str]:
-    """1.2.10 > 1.2.9; a pre-release (1.3.0-rc1) sorts before its release (1.3.0)."""
-    core, _, pre = str(version).lstrip("vV").partition("-")
-    numbers = tuple(int(x) if x.isdigit() else 0 for x in core.split("."))
-    return numbers + (0,) * (4 - len(numbers)), 0 if pre else 1, pre
 
 
 def check_tag(tag: str) -> str:
@@ -111,8 +107,15 @@ class Agent:
         state["last"] = entry
         write_json(self.cfg.state_file, state)
 
-    def _lock(self):
-        return locked(self.cfg.lock_file, self.cfg.lock_timeout_seconds)
+    @contextlib.contextmanager
+    def _lock(self, timeout: Optional[float] = None):
+        """One agent run at a time per app (push, pull timer and OnFailure share the lock)."""
+        path = self.cfg.lock_file
+        try:
+            with locked(path, self.cfg.lock_timeout_seconds if timeout is None else timeout):
+                yield
+        except LockTimeout as exc:
+            raise Busy("another release agent run holds %s" % path) from exc
 
     def _ensure_layout(self) -> None:
         for path in (
@@ -758,7 +761,7 @@ class Agent:
         another agent run holds the lock: that run owns the switch and restarts the app itself.
         """
         try:
-            with locked(self.cfg.lock_file, 0):
+            with self._lock(0):
                 return self._recover_locked(restart=False)
         except Busy:
             return {"changed": False, "reason": "an agent run is under way"}

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import unquote, urlparse
 
 from edge_agent.errors import AgentError, Refused, Unreachable
-from edge_agent.fsutil import place_verified
+from edge_common.fsutil import place_verified
 
 MANIFEST = "release.json"
 CHUNK = 1 << 16

@@ -11,7 +11,7 @@ from engine_builder.backends import get_backend
 from engine_builder.device import identity, identity_key
 from engine_builder.errors import ModelError
 from engine_builder.fingerprint import fingerprint, payload
-from engine_builder.fsutil import atomic_path, atomic_write_json, sha256_file
+from edge_common.fsutil import atomic_path, sha256_file, write_json
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
 
@@ -92,7 +92,7 @@ def build(
         "build_seconds": round(build_s, 3),
         "backend_facts": extra,
     }
-    atomic_write_json(manifest.manifest_path(artifact), data)
+    write_json(manifest.manifest_path(artifact), data)
     data.update(
         {
             "changed": True,

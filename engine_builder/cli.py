@@ -171,7 +171,7 @@ def cmd_build(args: argparse.Namespace) -> Dict[str, Any]:
 def cmd_fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
     from engine_builder.backends import get_backend
     from engine_builder.fingerprint import fingerprint, payload
-    from engine_builder.fsutil import sha256_file
+    from edge_common.fsutil import sha256_file
 
     options = _build_options(args)
     backend = get_backend(args.backend, **_backend_kwargs(args))

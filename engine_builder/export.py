@@ -11,7 +11,7 @@ from typing import Any, Dict, List
 
 from engine_builder._deps import load_callable, require
 from engine_builder.errors import EngineBuilderError, UsageError
-from engine_builder.fsutil import atomic_path, sha256_file
+from edge_common.fsutil import atomic_path, sha256_file
 
 DEFAULT_OPSET = 17
 

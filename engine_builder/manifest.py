@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Dict, Optional
 
-from engine_builder.fsutil import sha256_file
+from edge_common.fsutil import sha256_file
 
 MANIFEST_SCHEMA = 1
 

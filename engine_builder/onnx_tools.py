@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 from engine_builder._deps import require
 from engine_builder.errors import ModelError
-from engine_builder.fsutil import sha256_file
+from edge_common.fsutil import sha256_file
 
 _FIX = "re-export the model, or copy it again and compare its sha256 with the release manifest"
 

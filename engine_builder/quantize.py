@@ -170,7 +170,7 @@ def quantize(
     eval_samples: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Write the Q/DQ model to `output`; with `eval_samples` (npz with labels), report accuracies."""
-    from engine_builder.fsutil import atomic_path, sha256_file
+    from edge_common.fsutil import atomic_path, sha256_file
     from engine_builder.onnx_tools import check
 
     q = require("onnxruntime.quantization", "quantize")

@@ -21,7 +21,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from engine_builder import manifest
-from engine_builder.fsutil import sha256_file
+from edge_common.fsutil import sha256_file
 
 CURRENT = "current"
 STAGING_PREFIX = ".staging-"

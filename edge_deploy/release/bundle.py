@@ -34,7 +34,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edge_agent.fsutil import sha256_file
+from edge_common.fsutil import sha256_file
 
 TAG_RE = re.compile(r"^v?(?P<version>\d+(\.\d+){0,3}(-[A-Za-z0-9.]+)?)$")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}$")

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from engine_builder._deps import require
 from engine_builder.backends.base import Backend, Runner
 from engine_builder.errors import BuildError, UsageError
-from engine_builder.fsutil import atomic_write_bytes
+from edge_common.fsutil import atomic_write
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
 
@@ -270,7 +270,7 @@ class TensorRTBackend(Backend):
         with open(artifact_path, "wb") as fh:
             fh.write(serialized)
         if options.timing_cache:
-            atomic_write_bytes(options.timing_cache, bytes(config.get_timing_cache().serialize()))
+            atomic_write(options.timing_cache, bytes(config.get_timing_cache().serialize()))
         facts["warnings"] = [line for line in logger.tail(20) if "WARNING" in line]
         return facts
 

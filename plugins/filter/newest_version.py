@@ -34,14 +34,14 @@ _value:
 from ansible.errors import AnsibleFilterError  # noqa: E402
 
 try:
-    from edge_agent.agent import version_key
-except ImportError:  # edge_agent is a package of this project, installed beside edge_deploy
+    from edge_common.versions import version_key
+except ImportError:  # edge_common is a package of this project, installed beside edge_deploy
     version_key = None
 
 
 def newest_version(values):
     if version_key is None:
-        raise AnsibleFilterError("newest_version needs the edge_agent package: pip install edge-deploy")
+        raise AnsibleFilterError("newest_version needs the edge_common package: pip install edge-deploy")
     if not isinstance(values, (list, tuple)):
         raise AnsibleFilterError("newest_version expects a list of versions, not %s" % type(values).__name__)
     found = [str(value) for value in values if value]

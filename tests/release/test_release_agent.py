@@ -13,6 +13,7 @@ from conftest import FakeSystemd
 
 from edge_agent import agent as agent_mod
 from edge_agent.errors import AgentError, Refused, RolledBack
+from edge_common.versions import version_key
 
 
 def tree(path):
@@ -201,7 +202,7 @@ def test_damaged_snapshot_falls_back_to_the_release(releases, make_agent, tmp_pa
 
 
 def test_version_order():
-    key = agent_mod.version_key
+    key = version_key
     assert key("1.2.10") > key("1.2.9") > key("1.2.9-rc1")
     assert key("v2.0") == key("2.0.0")
 

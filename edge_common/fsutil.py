@@ -1,4 +1,5 @@
-"""Files the agent writes: always atomically (temp file, fsync, rename), so a kill leaves old or new."""
+"""Files written atomically (temp file, fsync, rename: a kill leaves the old or the new content),
+hashed, linked and locked. Used by the agent, engine_builder and the controller alike."""
 
 from __future__ import annotations
 
@@ -11,28 +12,34 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Dict, Iterator
+from pathlib import Path
+from typing import Any, Dict, Iterator, Union
 
-from edge_agent.errors import Busy
+PathLike = Union[str, "os.PathLike[str]"]
 
 
-def sha256_file(path: str) -> str:
+class LockTimeout(OSError):
+    """Another process held the lock for the whole wait."""
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        for block in iter(lambda: fh.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+def fsync_dir(path: PathLike) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: PathLike, data: bytes, mode: int = 0o644) -> None:
+    path = str(path)
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
@@ -50,16 +57,44 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
     fsync_dir(directory)
 
 
-def write_json(path: str, data: Any, mode: int = 0o644) -> None:
-    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"), mode)
+def write_json(path: PathLike, data: Any, mode: int = 0o644) -> None:
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"), mode)
 
 
-def read_json(path: str, default: Any = None) -> Any:
+def read_json(path: PathLike, default: Any = None) -> Any:
+    """The JSON in `path`; `default` when the file does not exist (a damaged file raises ValueError)."""
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError:
         return default
+
+
+@contextlib.contextmanager
+def atomic_path(destination: PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `destination` for a writer that wants a path (a backend's
+    build); rename it over `destination` on success only, so a failed write never replaces it."""
+    dest = Path(destination)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".%s." % dest.name, suffix=suffix + ".tmp", dir=str(dest.parent))
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists() or tmp.stat().st_size == 0:
+            raise OSError("nothing was written to %s" % tmp)
+        # mkstemp creates 0600; give the file the mode a plain open() would (services must read engines)
+        os.chmod(str(tmp), 0o666 & ~_umask())
+        os.replace(str(tmp), str(dest))
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_symlink(target: str, link: str) -> None:
@@ -72,7 +107,8 @@ def atomic_symlink(target: str, link: str) -> None:
     fsync_dir(os.path.dirname(link) or ".")
 
 
-def remove_tree(path: str) -> None:
+def remove_tree(path: PathLike) -> None:
+    path = str(path)
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):
@@ -109,8 +145,8 @@ def is_disk_full(exc: BaseException) -> bool:
 
 @contextlib.contextmanager
 def locked(path: str, timeout: float) -> Iterator[None]:
-    """One agent run at a time per app (push, pull timer and OnFailure share the lock)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    """An exclusive flock on `path`, waited for at most `timeout` seconds (LockTimeout after)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
@@ -122,7 +158,7 @@ def locked(path: str, timeout: float) -> Iterator[None]:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 if time.monotonic() >= deadline:
-                    raise Busy("another release agent run holds %s" % path) from exc
+                    raise LockTimeout(errno.EAGAIN, "another run holds %s" % path) from exc
                 time.sleep(0.2)
         yield
     finally:
