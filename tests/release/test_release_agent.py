@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import FakeSystemd
 
-from edge_agent import agent as agent_mod
+from edge_agent import tufclient
 from edge_agent.errors import AgentError, Refused, RolledBack
 from edge_common.versions import version_key
 
@@ -132,13 +132,13 @@ def test_disk_full_while_staging_fails_cleanly(releases, make_agent, tmp_path, m
     agent = make_agent()
     repo = live(agent, releases, "v1.0.0")
     releases.publish("v2.0.0")
-    real = agent_mod.tufclient.fetch_release
+    real = tufclient.fetch_release
 
     def full(*args, **kwargs):
         real(*args, **kwargs)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(agent_mod.tufclient, "fetch_release", full)
+    monkeypatch.setattr(tufclient, "fetch_release", full)
     with pytest.raises(AgentError, match=r"disk full while staging v2\.0\.0"):
         agent.stage(repo, "v2.0.0")
     assert sorted(os.listdir(tmp_path / "opt/releases")) == ["v1.0.0"]

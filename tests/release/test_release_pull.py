@@ -70,7 +70,7 @@ def test_pull_skips_bad_and_incompatible_releases(releases, make_agent, tmp_path
     # the bad tag is not taken again; a newer release that the robot cannot run is skipped too
     facts = tmp_path / "jetson.fact"
     facts.write_text(json.dumps({"jetpack": "5.1.2", "module_class": "orin_nano"}))
-    monkeypatch.setattr("edge_agent.agent.JETSON_FACT", str(facts))
+    monkeypatch.setattr("edge_agent.compatibility.JETSON_FACT", str(facts))
     releases.publish("v3.0.0", compatible={"jetpack_min": "6.0"})
     result = agent.pull(repo)
     assert result["changed"] is False and agent.current_tag() == "v1.0.0", result

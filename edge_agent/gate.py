@@ -1,0 +1,48 @@
+"""The health gate after a switch: the service check and golden inference (edge_agent/health.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict
+
+from edge_agent import health as health_mod
+from edge_agent.layout import EDGE_DIR, Layout
+from edge_common.fsutil import read_json
+
+
+class GateStep(Layout):
+    def gate(self, tag: str, golden: bool = True) -> Dict[str, Any]:
+        manifest = self.manifest(tag)
+        conf = health_mod.settings(manifest.get("health") or {}, self.cfg.health)
+        result: Dict[str, Any] = {"settings": conf}
+        if not self.cfg.systemd:
+            result.update(passed=True, service={"passed": True, "skipped": "systemd disabled"})
+            return result
+        service = health_mod.service_gate(
+            self.systemd,
+            self.cfg.service,
+            manifest.get("health") or {},
+            self.release_dir(tag),
+            conf,
+            self.sleep,
+        )
+        result["service"] = service
+        if not service["passed"]:
+            result.update(passed=False, reason=service["reason"])
+            return result
+        if golden:
+            refs = read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "engines.json"), {}) or {}
+            inference = health_mod.golden_gate(
+                self.cfg.python,
+                self._pythonpath,
+                self.release_dir(tag),
+                manifest.get("models") or [],
+                refs,
+                self.cfg.command_timeout_seconds,
+            )
+            result["inference"] = inference
+            if not inference["passed"]:
+                result.update(passed=False, reason="golden inference: %s" % inference["reason"])
+                return result
+        result["passed"] = True
+        return result
