@@ -15,64 +15,15 @@ What differs by version (FACTS.md):
 
 from __future__ import annotations
 
-import collections
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from engine_builder._deps import require
-from engine_builder.backends.base import Backend, Runner
-from engine_builder.errors import BuildError, UsageError
 from edge_common.fsutil import atomic_write
+from engine_builder.backends.base import Backend, Runner
+from engine_builder.backends.trt_util import api_branch, load_tensorrt, make_logger
+from engine_builder.errors import BuildError, UsageError
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
-
-SUPPORTED = "8.5, 8.6 and 10.x"
-
-
-def _trt():
-    return require("tensorrt", "the tensorrt backend")
-
-
-def parse_version(text: str) -> Tuple[int, ...]:
-    parts = []
-    for piece in str(text).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
-def api_branch(version: str) -> str:
-    """'8.5', '8.6' or '10': the API branch to use; other versions are refused, not guessed."""
-    v = parse_version(version)
-    if len(v) >= 2 and v[0] == 8 and v[1] in (5, 6):
-        return "8.%d" % v[1]
-    if v and v[0] == 10:
-        return "10"
-    raise BuildError(
-        "TensorRT %s is not supported; this backend is written for TensorRT %s" % (version, SUPPORTED),
-        hint="use JetPack 5.1.x (TensorRT 8.5), 6.0 (8.6) or 6.1/6.2 (10.3)",
-    )
-
-
-def make_logger(trt, keep: int = 200):
-    """An ILogger that keeps the last `keep` messages (INFO and worse) for error reports."""
-    severity = trt.ILogger.Severity
-
-    class TailLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.lines: collections.deque[str] = collections.deque(maxlen=keep)
-
-        def log(self, sev, msg) -> None:
-            if int(sev) <= int(severity.INFO):
-                self.lines.append("[%s] %s" % (getattr(sev, "name", str(sev)), msg))
-
-        def tail(self, n: int = 40) -> List[str]:
-            return list(self.lines)[-n:]
-
-    return TailLogger()
 
 
 def make_progress_monitor(trt, progress: Progress):
@@ -231,12 +182,12 @@ class TensorRTBackend(Backend):
     artifact_suffix = ".engine"
 
     def version(self) -> str:
-        return str(_trt().__version__)
+        return str(load_tensorrt().__version__)
 
     def build(
         self, onnx_path: str, artifact_path: str, options: BuildOptions, progress: Progress
     ) -> Dict[str, Any]:
-        trt = _trt()
+        trt = load_tensorrt()
         branch = api_branch(trt.__version__)
         logger = make_logger(trt)
         builder = trt.Builder(logger)

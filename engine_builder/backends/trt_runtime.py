@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional
 from engine_builder._deps import require
 from engine_builder.backends import cudart
 from engine_builder.backends.base import Runner
-from engine_builder.backends.trt_backend import make_logger
+from engine_builder.backends.trt_util import load_tensorrt, make_logger
 from engine_builder.errors import BuildError
 from engine_builder.tensors import TensorSpec
 
@@ -22,7 +22,7 @@ class TensorRTRunner(Runner):
         self._buffers: Dict[str, List[int]] = {}  # name -> [pointer, nbytes]
 
     def activate(self) -> None:
-        trt = require("tensorrt", "the tensorrt backend")
+        trt = load_tensorrt()
         np = require("numpy", "the tensorrt runner")
         self._np = np
         self._trt = trt
