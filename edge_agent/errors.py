@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_REFUSED = 3  # verification refused the release: nothing changed
-EXIT_ROLLED_BACK = 4  # the health gate failed and the robot went back to the previous release
-EXIT_BUSY = 5  # another agent run holds the lock
+from edge_common import exitcodes
+
+EXIT_OK = exitcodes.OK
+EXIT_FAILED = exitcodes.FAILED
+EXIT_USAGE = exitcodes.USAGE
+EXIT_REFUSED = exitcodes.REFUSED  # verification refused the release: nothing changed
+EXIT_ROLLED_BACK = exitcodes.ROLLED_BACK  # the health gate failed; the robot went back
+EXIT_BUSY = exitcodes.BUSY  # another agent run holds the lock
 
 
 class AgentError(Exception):

@@ -6,3 +6,5 @@ place: the robot's identity (identity.py), the release compatibility rule (compa
 order (versions.py), files written atomically and hashed (fsutil.py), the exit codes every
 command of the project returns (exitcodes.py) and the zip packer (pack.py).
 """
+
+from __future__ import annotations

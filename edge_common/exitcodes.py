@@ -4,6 +4,8 @@ A caller that reads only the exit code still knows what happened: 3 always means
 signature, a gate or a contract said no and nothing changed), never a missing library.
 """
 
+from __future__ import annotations
+
 OK = 0
 FAILED = 1  # something went wrong; the message says what
 USAGE = 2  # the command line or an option is wrong

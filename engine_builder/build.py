@@ -6,12 +6,12 @@ import os
 import time
 from typing import Any, Dict, Mapping, Optional
 
+from edge_common.fsutil import atomic_path, sha256_file, write_json
 from engine_builder import __version__, manifest
 from engine_builder.backends import get_backend
 from engine_builder.device import identity, identity_key
 from engine_builder.errors import ModelError
 from engine_builder.fingerprint import fingerprint, payload
-from edge_common.fsutil import atomic_path, sha256_file, write_json
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
 
@@ -102,3 +102,15 @@ def build(
         }
     )
     return data
+
+
+def timing_cache_path(cache_dir: str, tensorrt_version: Optional[str], device: Mapping[str, Any]) -> str:
+    """A TensorRT timing cache file in `cache_dir` named after the device and the TensorRT version
+    (a cache from another device or version is refused by the builder, so never share one)."""
+    import hashlib
+
+    from engine_builder.fingerprint import canonical_json
+
+    key = canonical_json({"device": identity_key(dict(device)), "tensorrt": tensorrt_version})
+    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, "timing-trt%s-%s.cache" % (tensorrt_version, tag))

@@ -2,8 +2,9 @@
 
 Every subcommand prints a human summary, or with `--json` one JSON object on stdout:
 `{"command": ..., "ok": true, ...result fields}` or `{"command": ..., "ok": false, "error": {...}}`.
-Progress and logs go to stderr. Exit codes: 0 ok, 1 failed (error or gate), 2 usage,
-3 a backend library is missing (the message names the package).
+Progress and logs go to stderr. Exit codes (edge_common.exitcodes, the same in every command of
+the project): 0 ok, 1 failed, 2 usage, 3 refused (a gate said no), 6 a library is missing (the
+message names the package). engine_builder/contract.py is how other programs call these.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any, Callable, Dict, List, Optional
 from engine_builder import __version__
 from engine_builder.errors import EXIT_FAILED, EXIT_OK, EngineBuilderError, GateFailed, UsageError
 
-ROBOT_COMMANDS = ("probe", "build", "fingerprint", "bench", "compare", "selftest")
+DEFAULT_STORE = "/var/lib/edge-deploy/engines"  # engine_builder.store.DEFAULT_ROOT, without importing it
+ROBOT_COMMANDS = ("probe", "build", "ensure", "fingerprint", "bench", "compare", "selftest")
 
 
 # ----------------------------------------------------------------------------- argument helpers
@@ -134,20 +136,14 @@ def cmd_quantize(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _timing_cache(args: argparse.Namespace, device: Dict[str, Any]) -> Optional[str]:
-    """--timing-cache, or a file in --cache-dir named after the device and the TensorRT version
-    (a cache from another device or version is refused by the builder, so never share one)."""
+    """--timing-cache, or one in --cache-dir named after the device and the TensorRT version."""
     if args.timing_cache or not args.cache_dir or args.backend == "onnxruntime":
         return args.timing_cache
-    import hashlib
-
     from engine_builder.backends import get_backend
-    from engine_builder.device import identity_key
-    from engine_builder.fingerprint import canonical_json
+    from engine_builder.build import timing_cache_path
 
     version = get_backend(args.backend, **_backend_kwargs(args)).version()
-    key = canonical_json({"device": identity_key(device), "tensorrt": version})
-    tag = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return os.path.join(args.cache_dir, "timing-trt%s-%s.cache" % (version, tag))
+    return timing_cache_path(args.cache_dir, version, device)
 
 
 def cmd_build(args: argparse.Namespace) -> Dict[str, Any]:
@@ -169,9 +165,9 @@ def cmd_build(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def cmd_fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
+    from edge_common.fsutil import sha256_file
     from engine_builder.backends import get_backend
     from engine_builder.fingerprint import fingerprint, payload
-    from edge_common.fsutil import sha256_file
 
     options = _build_options(args)
     backend = get_backend(args.backend, **_backend_kwargs(args))
@@ -184,6 +180,32 @@ def cmd_fingerprint(args: argparse.Namespace) -> Dict[str, Any]:
         device=_device(args),
     )
     return {"fingerprint": fingerprint(**inputs), "inputs": payload(**inputs)}
+
+
+def cmd_ensure(args: argparse.Namespace) -> Dict[str, Any]:
+    from engine_builder.ensure import ensure
+
+    text = args.spec
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8") as fh:
+            text = fh.read()
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise UsageError("--spec is not JSON: %s" % exc) from exc
+    with _progress(args) as progress:
+        return ensure(
+            args.store,
+            spec,
+            base=args.base,
+            onnx_sha256=args.onnx_sha256,
+            backend=args.backend,
+            dry_run=args.dry_run,
+            force=args.force,
+            keep=args.keep,
+            lock_timeout=args.lock_timeout,
+            progress=progress,
+        )
 
 
 def _samples_for(runner, args: argparse.Namespace) -> Dict[str, Any]:
@@ -359,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="engine-builder",
         description="ONNX checks, INT8 Q/DQ quantization, engine builds (tensorrt, trtexec, onnxruntime), "
         "fingerprints, benchmarks and accuracy gates.",
-        epilog="Exit codes: 0 ok, 1 failed (error or gate), 2 usage, 3 backend library missing.",
+        epilog="Exit codes: 0 ok, 1 failed, 2 usage, 3 refused by a gate, 6 a library is missing.",
     )
     parser.add_argument("--version", action="version", version="engine-builder " + __version__)
     common = argparse.ArgumentParser(add_help=False)
@@ -406,6 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timing-cache", help="TensorRT timing cache file (keep one per device)")
     p.add_argument("--cache-dir", help="keep the timing cache here, named after the device identity")
     p.add_argument("--threads", type=int, help="onnxruntime intra-op threads")
+
+    p = add(
+        "ensure",
+        cmd_ensure,
+        "the one engine path: build or reuse a model's engine in the robot's store, gated",
+    )
+    p.add_argument("--spec", required=True, help="the model spec (a release's models: entry), JSON or @FILE")
+    p.add_argument("--base", help="folder the spec's paths are relative to (the release folder)")
+    p.add_argument("--store", default=DEFAULT_STORE, help="the engine store (default %(default)s)")
+    p.add_argument("--backend", help="override the spec's backend choice")
+    p.add_argument("--onnx-sha256", help="the model's sha256 (a dry run needs no file then)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be built or gated; change nothing")
+    p.add_argument("--force", action="store_true", help="rebuild even when the store has the engine")
+    p.add_argument("--keep", type=int, default=3, help="engines kept per model besides pinned ones")
+    p.add_argument("--lock-timeout", type=float, default=3600.0, help="seconds to wait for another build")
 
     p = add("fingerprint", cmd_fingerprint, "the engine cache key for a model, options, backend and device")
     p.add_argument("model", nargs="?")

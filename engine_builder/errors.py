@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_MISSING_DEPENDENCY = 3
+from edge_common import exitcodes
+
+EXIT_OK = exitcodes.OK
+EXIT_FAILED = exitcodes.FAILED
+EXIT_USAGE = exitcodes.USAGE
+EXIT_REFUSED = exitcodes.REFUSED
+EXIT_MISSING_DEPENDENCY = exitcodes.MISSING_DEPENDENCY
 
 
 class EngineBuilderError(Exception):
@@ -75,6 +78,7 @@ class BuildError(EngineBuilderError):
 
 
 class GateFailed(EngineBuilderError):
-    """A measured value missed its target (p99 latency, accuracy parity)."""
+    """A measured value missed its target (p99 latency, accuracy parity): the engine is refused."""
 
     kind = "gate"
+    exit_code = EXIT_REFUSED

@@ -9,9 +9,9 @@ import contextlib
 import sys
 from typing import Any, Dict, List
 
+from edge_common.fsutil import atomic_path, sha256_file
 from engine_builder._deps import load_callable, require
 from engine_builder.errors import EngineBuilderError, UsageError
-from edge_common.fsutil import atomic_path, sha256_file
 
 DEFAULT_OPSET = 17
 

@@ -6,9 +6,9 @@ import collections
 import os
 from typing import Any, Dict, List
 
+from edge_common.fsutil import sha256_file
 from engine_builder._deps import require
 from engine_builder.errors import ModelError
-from edge_common.fsutil import sha256_file
 
 _FIX = "re-export the model, or copy it again and compare its sha256 with the release manifest"
 

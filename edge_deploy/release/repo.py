@@ -32,8 +32,8 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
-from edge_common.versions import version_key as _version_key
 from edge_common.fsutil import sha256_file
+from edge_common.versions import version_key as _version_key
 
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 DEFAULT_EXPIRY_DAYS = {Root.type: 365, Targets.type: 90, Snapshot.type: 30, Timestamp.type: 7}

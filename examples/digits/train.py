@@ -32,7 +32,7 @@ from engine_builder.bench import time_calls  # noqa: E402  after sys.path
 from engine_builder.build import build  # noqa: E402  after sys.path
 from engine_builder.compare import compare  # noqa: E402  after sys.path
 from engine_builder.export import export  # noqa: E402  after sys.path
-from engine_builder.fsutil import sha256_file  # noqa: E402  after sys.path
+from edge_common.fsutil import sha256_file  # noqa: E402  after sys.path
 from engine_builder.options import BuildOptions  # noqa: E402  after sys.path
 from engine_builder.quantize import quantize  # noqa: E402  after sys.path
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from edge_common import exitcodes
 from engine_builder.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -54,9 +55,9 @@ def test_help_and_probe_need_only_the_standard_library():
     assert "device" in report and "l4t" in report["device"]
 
 
-def test_missing_backend_library_gives_exit_3_and_names_the_package(tiny_onnx):
+def test_missing_backend_library_gives_its_own_exit_code_and_names_the_package(tiny_onnx):
     proc = run_bare("build", tiny_onnx, "--backend", "onnxruntime", "--json")
-    assert proc.returncode == 3
+    assert proc.returncode == exitcodes.MISSING_DEPENDENCY == 6
     error = json.loads(proc.stdout)["error"]
     assert error["kind"] == "missing_dependency" and error["package"] == "onnxruntime"
     assert "onnxruntime" in proc.stderr
@@ -94,7 +95,7 @@ def test_build_bench_compare_fingerprint_round_trip(capsys, tiny_onnx, tmp_path,
     code, slow = run_json(
         capsys, "bench", artifact, "--backend", "onnxruntime", "--iterations", "5", "--p99-ms", "1e-9"
     )
-    assert code == 1 and slow["ok"] is False and slow["error"]["kind"] == "gate"
+    assert code == exitcodes.REFUSED and slow["ok"] is False and slow["error"]["kind"] == "gate"
     assert slow["error"]["result"]["passed"] is False and "exceeds the target" in slow["error"]["message"]
 
     code, cmp_ = run_json(
@@ -131,13 +132,17 @@ def test_robot_side_modules_parse_as_python_38():
 
     robot = [
         "__init__.py", "__main__.py", "_deps.py", "bench.py", "build.py", "cli.py", "compare.py", "device.py",
-        "errors.py", "fingerprint.py", "fsutil.py", "manifest.py", "options.py", "progress.py", "selftest.py",
+        "contract.py", "ensure.py", "errors.py", "fingerprint.py", "gate.py", "manifest.py", "options.py", "progress.py", "selftest.py",
         "stats.py", "tensors.py", "tiny_model.py", "backends/__init__.py", "backends/base.py",
         "backends/cudart.py", "backends/ort_backend.py", "backends/trt_backend.py", "backends/trt_runtime.py",
-        "backends/trtexec_backend.py", "backends/trtexec_output.py",
+        "backends/trtexec_backend.py", "backends/trtexec_output.py", "store.py",
     ]  # fmt: skip
+    robot = [os.path.join("engine_builder", rel) for rel in robot] + [
+        os.path.join("edge_common", rel) for rel in sorted(os.listdir(os.path.join(REPO, "edge_common")))
+        if rel.endswith(".py")
+    ]
     for rel in robot:
-        with open(os.path.join(REPO, "engine_builder", rel), encoding="utf-8") as fh:
+        with open(os.path.join(REPO, rel), encoding="utf-8") as fh:
             source = fh.read()
         ast.parse(source, filename=rel, feature_version=(3, 8))  # rejects match statements and newer syntax
         assert "from __future__ import annotations" in source, rel
@@ -168,7 +173,7 @@ def test_selftest_fails_loudly_when_a_backend_disagrees(capsys, monkeypatch):
     code = main(["selftest", "--backends", "onnxruntime", "--json", "--quiet"])
     captured = capsys.readouterr()
     out = json.loads(captured.out)
-    assert code == 1 and out["ok"] is False and out["error"]["kind"] == "gate"
+    assert code == exitcodes.REFUSED and out["ok"] is False and out["error"]["kind"] == "gate"
     row = out["error"]["result"]["rows"][0]
     assert row["verdict"] == "FAIL" and "max abs error" in row["failures"][0]
     assert "verdict: FAIL" in captured.err  # the verdict table goes to stderr too

@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from edge_common.fsutil import sha256_file
 from engine_builder import manifest
 from engine_builder.backends import get_backend
 from engine_builder.bench import apply_p99_gate, time_calls
 from engine_builder.build import build
 from engine_builder.compare import compare
 from engine_builder.errors import BuildError, MissingDependency, UsageError
-from engine_builder.fsutil import sha256_file
 from engine_builder.options import BuildOptions
 
 

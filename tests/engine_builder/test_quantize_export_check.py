@@ -153,7 +153,7 @@ def test_quantize_with_a_data_reader_and_accuracy_report(dynamic_cnn, tmp_path, 
 
 
 def test_committed_digits_models_match_their_checksums_and_int8_keeps_accuracy():
-    from engine_builder.fsutil import sha256_file
+    from edge_common.fsutil import sha256_file
     from engine_builder.quantize import evaluate
 
     with open(os.path.join(DIGITS, "SHA256SUMS")) as fh:

@@ -10,6 +10,7 @@ import sys
 import pytest
 from conftest import DATA
 
+from edge_common import exitcodes
 from engine_builder.backends import trtexec_output
 from engine_builder.backends.trtexec_backend import TrtexecBackend, bench_command, build_command
 from engine_builder.build import build
@@ -222,7 +223,7 @@ def test_native_bench_json(tmp_path, capsys):
         ]
     )
     out = json.loads(capsys.readouterr().out)
-    assert code == 1 and out["error"]["kind"] == "gate"
+    assert code == exitcodes.REFUSED and out["error"]["kind"] == "gate"
 
 
 def test_missing_trtexec_names_the_program(tmp_path, monkeypatch):

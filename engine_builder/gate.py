@@ -1,0 +1,132 @@
+"""The engine gate: golden-input parity (accuracy) and a latency benchmark, on the engine itself.
+
+One gate for every path: `ensure` runs it on a fresh build before the build is moved into the
+store, and on a cached engine whose gate record does not cover the spec it is asked for. Its
+result is kept beside the engine (store.GATE_RECORD), keyed by everything that changes the
+verdict (samples, reference, thresholds, iterations), so the same question is answered once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, Optional
+
+from edge_common.fsutil import sha256_file
+from engine_builder.errors import GateFailed, UsageError
+from engine_builder.progress import Progress
+
+DEFAULTS: Dict[str, Any] = {
+    "samples": None,  # golden .npz: inputs, optional labels and expected.<output> arrays
+    "reference": None,  # ONNX whose onnxruntime FP32 outputs are the reference (no expected.*)
+    "count": 64,  # random samples for the parity check when there is no golden set
+    "max_top1_disagreement": 0.01,
+    "max_abs_error": None,
+    "min_cosine": None,
+    "p99_ms": None,  # a number, or {module_class: ms, "default": ms}
+    "benchmark": True,
+    "iterations": 50,
+    "warmup": 5,
+}
+
+
+def settings(spec: Optional[Dict[str, Any]], module_class: Optional[str]) -> Dict[str, Any]:
+    """The gate's settings from a model spec's `golden` section; p99 resolved for this module class."""
+    out = dict(DEFAULTS)
+    unknown = set(spec or {}) - set(DEFAULTS)
+    if unknown:
+        raise UsageError(
+            "unknown gate setting(s) %s; known: %s"
+            % (", ".join(sorted(unknown)), ", ".join(sorted(DEFAULTS)))
+        )
+    out.update({k: v for k, v in (spec or {}).items() if v is not None})
+    target = out["p99_ms"]
+    if isinstance(target, dict):
+        target = target.get(module_class or "", target.get("default"))
+    out["p99_ms"] = float(target) if target is not None else None
+    return out
+
+
+def active(conf: Dict[str, Any]) -> bool:
+    """Whether the gate checks anything at all."""
+    return bool(conf["samples"] or conf["reference"] or conf["benchmark"] or conf["p99_ms"] is not None)
+
+
+def record_key(conf: Dict[str, Any]) -> str:
+    """Everything that changes the verdict: files by content, thresholds and counts by value."""
+    data = {k: v for k, v in conf.items() if k not in ("samples", "reference")}
+    for key in ("samples", "reference"):
+        data[key] = sha256_file(conf[key]) if conf[key] else None
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:32]
+
+
+def run(
+    artifact: str,
+    backend: str,
+    conf: Dict[str, Any],
+    backend_kwargs: Optional[Dict[str, Any]] = None,
+    progress: Optional[Progress] = None,
+) -> Dict[str, Any]:
+    """Parity and latency of `artifact`; {passed, reason, compare, bench}. Never raises on a miss."""
+    from engine_builder.backends import get_backend
+    from engine_builder.bench import apply_p99_gate, time_calls
+    from engine_builder.compare import compare
+
+    progress = progress or Progress()
+    result: Dict[str, Any] = {"passed": True, "reason": None}
+    reasons = []
+    if conf["samples"] or conf["reference"]:
+        for key in ("samples", "reference"):
+            if conf[key] and not os.path.isfile(conf[key]):
+                raise UsageError("gate %s file %s does not exist" % (key, conf[key]))
+        checked = compare(
+            conf["reference"],
+            artifact,
+            backend,
+            samples_path=conf["samples"],
+            count=int(conf["count"]),
+            max_top1_disagreement=conf["max_top1_disagreement"],
+            min_cosine=conf["min_cosine"],
+            max_abs_error=conf["max_abs_error"],
+            backend_kwargs=backend_kwargs,
+        )
+        result["compare"] = {k: v for k, v in checked.items() if k != "artifact"}  # (a staging path)
+        if not checked["passed"]:
+            reasons.append("accuracy: " + "; ".join(checked["failures"]))
+    if conf["benchmark"] or conf["p99_ms"] is not None:
+        from engine_builder.tensors import load_samples, random_inputs
+
+        with get_backend(backend, **(backend_kwargs or {})).runner(artifact) as runner:
+            if conf["samples"]:
+                feed = {
+                    n: v[:1] for n, v in load_samples(conf["samples"], runner.input_specs())["inputs"].items()
+                }
+            else:
+                feed = random_inputs(runner.input_specs(), batch=1)
+            timing = time_calls(
+                lambda: runner.infer(feed),
+                int(conf["warmup"]),
+                int(conf["iterations"]),
+                progress,
+                "gate benchmark",
+            )
+        bench = apply_p99_gate(dict(timing, method="runner", backend=backend), conf["p99_ms"])
+        result["bench"] = bench
+        if not bench["passed"]:
+            reasons.append(
+                "latency: p99 %.4g ms exceeds the target %.4g ms"
+                % (bench["latency_ms"]["p99"], conf["p99_ms"])
+            )
+    if reasons:
+        result.update(passed=False, reason="; ".join(reasons))
+    return result
+
+
+def raise_if_failed(name: str, fingerprint: str, verdict: Dict[str, Any]) -> None:
+    if not verdict["passed"]:
+        raise GateFailed(
+            "engine %s (%s) failed its gate: %s" % (name, fingerprint[:16], verdict["reason"]),
+            hint="fix the model or its golden set, or loosen the release's golden thresholds",
+            details={"gate": verdict, "fingerprint": fingerprint},
+        )
