@@ -8,8 +8,10 @@ name: rollout_report
 type: aggregate
 short_description: Write a rollout's per-robot timeline and report (JSON, text summary, PNG timeline)
 description:
-  - Records, for every robot, each task's start, end and outcome, and the wave (serial batch) it ran in
-    (includes, and tasks that run once for a whole batch, do not put a robot in a wave).
+  - Records, for every robot, each task's start, end and outcome, and the wave it ran in (the serial
+    batch of its play), numbered from the first batch in which a robot ran a task, so a batch of robots
+    that were all unreachable or had failed before is no wave (includes, and tasks that run once for a
+    whole batch, do not put a robot in a wave). Plays without C(serial) have no waves.
   - Merges the C(rollout_report) fact that rollout tasks set on a robot (release before and after,
     bytes staged, engine builds or cache hits, health results, rollbacks, deferrals) into that robot's
     report, and adds its timings (seconds per play, so per wave, and in all).
@@ -53,7 +55,6 @@ class CallbackModule(CallbackBase):
         self.started = time.time()
         self.playbook = None
         self.plays = []
-        self.batches = {}
         self.hosts = {}
         self.running = {}
         self.stopped = None
@@ -63,19 +64,38 @@ class CallbackModule(CallbackBase):
         self.playbook = os.path.basename(playbook._file_name)
 
     def v2_playbook_on_play_start(self, play):
-        key = play._uuid
-        self.batches[key] = self.batches.get(key, 0) + 1
+        # Ansible starts a serial play once per batch, each time with a copy of the play, and the
+        # batches of a play come one after the other. The copy's _uuid is no way to tell them
+        # apart: ansible-runner's stdout callback, called first, renames it (<uuid>_2, _3, ...).
+        # Where the play is written in the playbook does not change.
+        where = (play.get_path(), play.get_name())
+        previous = self.plays[-1] if self.plays else None
+        same_play = previous is not None and previous["where"] == where
         self.plays.append(
             {
                 "name": play.get_name(),
-                "batch": self.batches[key],
+                "where": where,
                 "started": time.time(),
                 "serial": bool(play.serial),
+                # shared by the batches of one play: how many of them were waves
+                "waves": previous["waves"] if same_play else {"count": 0},
+                "wave": None,
+                "steps": [],
             }
         )
 
     def _play(self):
-        return self.plays[-1] if self.plays else {"name": "", "batch": 1, "serial": False}
+        return self.plays[-1] if self.plays else {"name": "", "serial": False, "wave": None}
+
+    @staticmethod
+    def _enter_wave(play):
+        """The batch is a wave from its first robot that runs a task in it; number it then."""
+        if play["wave"] is None:
+            play["waves"]["count"] += 1
+            play["wave"] = play["waves"]["count"]
+            for step in play["steps"]:
+                step["wave"] = play["wave"]
+        return play["wave"]
 
     def _host(self, name):
         return self.hosts.setdefault(name, {"steps": [], "report": {}, "status": "ok", "wave": None})
@@ -90,17 +110,18 @@ class CallbackModule(CallbackBase):
         host = self._host(name)
         play = self._play()
         if play["serial"] and not task.run_once and not task.action.endswith(INCLUDES):
-            host["wave"] = play["batch"]
-        host["steps"].append(
-            {
-                "play": play["name"],
-                "task": task.get_name(),
-                "status": status,
-                "start": started - self.started,
-                "end": time.time() - self.started,
-                "wave": play["batch"] if play["serial"] else None,
-            }
-        )
+            host["wave"] = self._enter_wave(play)
+        step = {
+            "play": play["name"],
+            "task": task.get_name(),
+            "status": status,
+            "start": started - self.started,
+            "end": time.time() - self.started,
+            "wave": play["wave"],
+        }
+        host["steps"].append(step)
+        if play["serial"] and play["wave"] is None:
+            play["steps"].append(step)  # numbered when the batch becomes a wave
         facts = (result._result or {}).get("ansible_facts") or {}
         if isinstance(facts.get("rollout_report"), dict):
             host["report"].update(facts["rollout_report"])

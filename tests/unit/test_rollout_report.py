@@ -1,10 +1,19 @@
-"""The rollout report: summary lines and the timeline picture from a recorded report.json."""
+"""The rollout report: summary lines and the timeline picture from a recorded report.json, and the
+rollout_report callback that records it, played by ansible-playbook on six local hosts (waves as
+Ansible batches them)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
-from edge_deploy import report
+import pytest
+
+from edge_deploy import paths, report
+from edge_deploy.runner import run_playbook
 
 RECORDED = {
     "playbook": "deploy.yml",
@@ -90,3 +99,153 @@ def test_render_writes_summary_and_a_png(tmp_path):
     assert (tmp_path / "summary.txt").read_text().splitlines()[-1].startswith("deploy.yml:")
     png = (tmp_path / "timeline.png").read_bytes()
     assert outputs["timeline"].endswith("timeline.png") and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# deploy.yml's plays with stand-ins for the robots' work: a check, the staging (every robot, no
+# serial: not a wave), then the activation in serial batches, where the robots named in `bad` fail
+# their health gate and roll themselves back, recorded as deploy.yml's rescue records it.
+ROBOTS = ["h1", "h2", "h3", "h4", "h5", "h6"]
+DEMO_WAVES = [1, "50%", "100%"]  # edge_deploy.demo's rollout_waves
+DEPLOY_STANDIN = """
+- name: Check the release and the robots
+  hosts: robots
+  gather_facts: false
+  tasks:
+    - name: Record where the robot stands
+      ansible.builtin.set_fact:
+        rollout_report: {release_before: v1.0.0, release_target: v1.1.0}
+
+- name: Stage the release on every robot
+  hosts: robots
+  gather_facts: false
+  tasks:
+    - name: Stage the release (a stand-in that reaches the robot)
+      ansible.builtin.command: "true"
+      changed_when: false
+
+- name: Activate in waves
+  hosts: robots
+  gather_facts: false
+  serial: "{{ rollout_waves }}"
+  tasks:
+    - name: Remember the canary wave (once per batch, as threshold.yml does)
+      ansible.builtin.set_fact:
+        canary: "{{ ansible_play_batch }}"
+      run_once: true
+
+    - name: Record the wave in the run report
+      ansible.builtin.set_fact:
+        rollout_report: "{{ rollout_report | combine({'wave_hosts': ansible_play_batch}) }}"
+
+    - name: Activate the wave
+      block:
+        - name: Activate the release (a stand-in whose health gate fails on the robots named bad)
+          ansible.builtin.fail:
+            msg: health gate failed
+          when: inventory_hostname in bad
+
+        - name: Record the activation in the run report
+          ansible.builtin.set_fact:
+            rollout_report: "{{ rollout_report | combine({'release_after': 'v1.1.0', 'health': 'passed'}) }}"
+      rescue:
+        - name: Record the failed activation in the run report
+          ansible.builtin.set_fact:
+            rollout_report: >-
+              {{ rollout_report | combine({'release_after': 'v1.0.0', 'health': 'failed: /healthz 500',
+                                           'rolled_back': true, 'rolled_back_to': 'v1.0.0'}) }}
+
+        - name: Count the robot as failed
+          ansible.builtin.fail:
+            msg: did not take v1.1.0
+"""
+# A closed port on the loopback: ssh to it is refused at once, so the robot is unreachable.
+UNREACHABLE = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1}
+
+
+def write_standin(folder, unreachable=()):
+    hosts = {name: (dict(UNREACHABLE) if name in unreachable else {}) for name in ROBOTS}
+    inventory = {
+        "robots": {
+            "hosts": hosts,
+            "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
+        }
+    }
+    (folder / "hosts.json").write_text(json.dumps(inventory))
+    (folder / "deploy.yml").write_text(DEPLOY_STANDIN)
+    return folder / "deploy.yml", folder / "hosts.json"
+
+
+def recorded(folder):
+    found = sorted((folder / "reports").glob("*/report.json"))
+    assert len(found) == 1, found
+    return json.loads(found[0].read_text()), (found[0].parent / "summary.txt").read_text()
+
+
+def waves(recorded_report):
+    found = {}
+    for name, robot in sorted(recorded_report["robots"].items()):
+        if robot["wave"] is not None:
+            found.setdefault(robot["wave"], []).append(name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo's waves, played the way the demo plays them (ansible-runner, edge_deploy.runner)."""
+    folder = tmp_path_factory.mktemp("demo")
+    playbook, inventory = write_standin(folder)
+    result = run_playbook(
+        playbook,
+        inventory,
+        extravars={"rollout_waves": DEMO_WAVES, "bad": ["h6"]},
+        quiet=True,
+        report_dir=folder / "reports",
+    )
+    shutil.rmtree(result.artifacts, ignore_errors=True)
+    assert result.rc != 0 and "did not take v1.1.0" in result.hosts["h6"].messages, result
+    return recorded(folder)
+
+
+def test_demo_waves_are_numbered_as_ansible_batches_them(demo):
+    # ansible-runner's stdout callback renames each batch's play (<uuid>_2, ...): numbering batches
+    # by play uuid read wave 1 for every robot
+    recorded_report, summary = demo
+    assert waves(recorded_report) == {1: ["h1"], 2: ["h2", "h3", "h4"], 3: ["h5", "h6"]}
+    for name, robot in recorded_report["robots"].items():
+        # the batch Ansible played the robot in (ansible_play_batch) is its wave
+        assert sorted(robot["wave_hosts"]) == waves(recorded_report)[robot["wave"]], (name, robot)
+        for step in robot["steps"]:
+            assert step["wave"] == (robot["wave"] if step["play"] == "Activate in waves" else None), step
+    rows = {line.split()[0]: line.split()[1] for line in summary.splitlines()[1:] if line.startswith("h")}
+    assert rows == {"h1": "1", "h2": "2", "h3": "2", "h4": "2", "h5": "3", "h6": "3"}, summary
+
+
+def test_waves_start_at_one_after_an_unreachable_first_robot(tmp_path):
+    # h1 is unreachable from the staging on: its batch of the wave play runs nothing and is no wave
+    playbook, inventory = write_standin(tmp_path, unreachable=["h1"])
+    proc = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "-e",
+            json.dumps({"rollout_waves": DEMO_WAVES, "bad": []}),
+            str(playbook),
+        ],
+        cwd=paths.REPO,
+        env=dict(
+            os.environ,
+            ANSIBLE_CONFIG=str(paths.REPO / "ansible.cfg"),
+            EDGE_ROLLOUT_REPORT_DIR=str(tmp_path / "reports"),
+            ANSIBLE_NOCOLOR="1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert "h1" in proc.stdout and "UNREACHABLE" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recorded_report, _ = recorded(tmp_path)
+    h1 = recorded_report["robots"]["h1"]
+    assert h1["status"] == "unreachable" and h1["wave"] is None, h1
+    assert waves(recorded_report) == {1: ["h2", "h3", "h4"], 2: ["h5", "h6"]}
