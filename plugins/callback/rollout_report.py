@@ -15,6 +15,8 @@ description:
   - Merges the C(rollout_report) fact that rollout tasks set on a robot (release before and after,
     bytes staged, engine builds or cache hits, health results, rollbacks, deferrals) into that robot's
     report, and adds its timings (seconds per play, so per wave, and in all).
+  - A robot that rolled itself back from the release it tried gets that tag as C(release_tried)
+    (C(release_after) is the tag it runs); C(release_tried) is null for every other robot.
   - Keeps why a rollout stopped (the C(rollout_stopped) fact that the failure threshold sets) as the
     report's C(stopped).
   - When the playbook ends (even when a failed canary stopped it) writes C(report.json),
@@ -145,6 +147,16 @@ class CallbackModule(CallbackBase):
 
     # -- the report --------------------------------------------------------------------------
     @staticmethod
+    def _release_tried(report):
+        """The tag a robot rolled itself back from: its target, when it runs another tag.
+
+        rollback.yml's robots roll back too, but to their target: they tried nothing else.
+        """
+        runs = report.get("release_after") or report.get("rolled_back_to")
+        target = report.get("release_target")
+        return target if report.get("rolled_back") and target and target != runs else None
+
+    @staticmethod
     def _timings(steps):
         """Seconds from the first to the last task of each play (one per wave), and in all."""
         spans = {}
@@ -170,6 +182,7 @@ class CallbackModule(CallbackBase):
             summary = stats.summarize(name)
             report["robots"][name] = dict(
                 host["report"],
+                release_tried=self._release_tried(host["report"]),
                 status=host["status"],
                 wave=host["wave"],
                 error=host["report"].get("error") or host.get("error"),

@@ -1,9 +1,10 @@
 """The rollout report: summary lines and the timeline picture from a recorded report.json, and the
 rollout_report callback that records it, played by ansible-playbook on six local hosts (waves as
-Ansible batches them)."""
+Ansible batches them, a robot that rolled itself back)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -249,3 +250,37 @@ def test_waves_start_at_one_after_an_unreachable_first_robot(tmp_path):
     h1 = recorded_report["robots"]["h1"]
     assert h1["status"] == "unreachable" and h1["wave"] is None, h1
     assert waves(recorded_report) == {1: ["h2", "h3", "h4"], 2: ["h5", "h6"]}
+
+
+def test_a_rolled_back_robot_says_which_release_it_tried_and_which_it_runs(demo):
+    robots = demo[0]["robots"]
+    h6 = robots["h6"]
+    assert h6["status"] == "failed" and h6["rolled_back"] is True, h6
+    assert (h6["release_before"], h6["release_tried"], h6["release_after"]) == ("v1.0.0", "v1.1.0", "v1.0.0")
+    for name in ROBOTS[:-1]:  # updated: they run what they tried
+        robot = robots[name]
+        assert robot["release_tried"] is None and robot["release_after"] == "v1.1.0", (name, robot)
+
+
+def _callback_module():
+    path = paths.REPO / "plugins" / "callback" / "rollout_report.py"
+    spec = importlib.util.spec_from_file_location("rollout_report_callback", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CallbackModule
+
+
+@pytest.mark.parametrize(
+    "fact, tried",
+    [
+        # deploy.yml: the health gate failed and the robot went back by itself
+        ({"release_target": "v1.2.0", "release_after": "v1.1.0", "rolled_back": True}, "v1.2.0"),
+        ({"release_target": "v1.2.0", "rolled_back": True, "rolled_back_to": "v1.1.0"}, "v1.2.0"),
+        # rollback.yml: rolled back to its target, as asked
+        ({"release_target": "v1.0.0", "release_after": "v1.0.0", "rolled_back": True}, None),
+        ({"release_target": "v1.2.0", "release_after": "v1.2.0", "rolled_back": False}, None),
+        ({"release_before": "v1.1.0", "release_target": "v1.2.0"}, None),  # not activated
+    ],
+)
+def test_release_tried_only_for_a_robot_that_went_back_from_its_target(fact, tried):
+    assert _callback_module()._release_tried(fact) == tried
