@@ -8,6 +8,7 @@ import sys
 from typing import Any, Dict, Optional
 
 from edge_agent.errors import UsageError
+from engine_builder.store import DEFAULT_ROOT as DEFAULT_STORE
 
 DEFAULTS: Dict[str, Any] = {
     "app": "edge-app",
@@ -19,6 +20,7 @@ DEFAULTS: Dict[str, Any] = {
     "systemd_dir": "/etc/systemd/system",
     "keep_releases": 3,
     "engine_backend": "auto",  # or tensorrt / trtexec / onnxruntime
+    "engine_store": DEFAULT_STORE,  # engine_builder's store, shared with the trt_engine plugin
     "python": None,  # interpreter for the app, engine_builder and the agent (default: this one)
     "agent_path": None,  # the edge-agent.pyz (or package dir) on PYTHONPATH for apps
     "repository_url": None,  # pull mode: base URL of the TUF repository
@@ -27,7 +29,7 @@ DEFAULTS: Dict[str, Any] = {
     "min_battery": 0.3,  # below this charge (0..1) no update starts
     "require_docked": False,
     "lock_timeout_seconds": 600,
-    "command_timeout_seconds": 1800,  # per engine build / golden check
+    "command_timeout_seconds": 1800,  # per engine build and gate
     # Health gate overrides (None: use the release manifest's values)
     "health": {"soak_seconds": None, "interval_seconds": None, "start_timeout_seconds": None},
     "systemd": True,  # False only in unit tests
@@ -59,6 +61,7 @@ class Config:
             raise AttributeError(name) from exc
 
     # ----- layout: /opt/<app>/{releases/<tag>, current, shared/{config,data,logs,engines}, snapshots}
+    # (shared/engines holds active.json, the engines in use; the engines live in engine_store)
     @property
     def releases_dir(self) -> str:
         return os.path.join(self.root, "releases")

@@ -1,98 +1,111 @@
-"""Engines for a staged release, built (or reused by fingerprint) through engine_builder on the robot.
+"""A release's engines, through engine_builder's one engine path (`engine_builder ensure`).
 
-Engines live in the shared cache `shared/engines/<fingerprint>/`, so a release that ships the same
-model, or a rollback, never rebuilds. engine_builder runs as a subprocess of the same interpreter
-with the agent's zip on PYTHONPATH (it ships inside edge-agent.pyz; nothing is pip-installed).
+Staging a release asks engine_builder, for each of the release's `models:`, for an engine in the
+robot's engine store that passed its gate: a cache hit when the trt_engine plugin (push) or an
+earlier release already built it, else a build and a gate run on the robot (pull). The references
+written into the release (.edge/engines.json) name the store's artifact and its sha256; the app
+loads exactly that file, and the health gate checks it is still the one the gate passed.
+
+engine_builder runs as a subprocess of the same interpreter with the agent's zip on PYTHONPATH
+(it ships inside edge-agent.pyz), under its contract (engine_builder/contract.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
-from edge_agent.errors import AgentError
-
-DEFAULT_PREFERENCE = ["tensorrt", "trtexec", "onnxruntime"]
-
-
-class EngineBuilder:
-    def __init__(self, python: str, pythonpath: str, timeout: float):
-        self.python = python
-        self.env = dict(os.environ, PYTHONPATH=pythonpath)
-        self.timeout = timeout
-        self._available: Optional[List[str]] = None
-
-    def run(self, *args: str) -> Dict[str, Any]:
-        argv = [self.python, "-m", "engine_builder", *args, "--json", "--quiet"]
-        try:
-            proc = subprocess.run(
-                argv,
-                env=self.env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise AgentError("engine_builder %s timed out after %.0f s" % (args[0], self.timeout)) from exc
-        try:
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            result = {"ok": False, "error": {"message": (proc.stderr or proc.stdout).strip()[-600:]}}
-        if not result.get("ok"):
-            message = (result.get("error") or {}).get("message", "failed")
-            raise AgentError("engine_builder %s failed: %s" % (args[0], message), {"engine_builder": result})
-        return result
-
-    def available(self) -> List[str]:
-        if self._available is None:
-            self._available = list(self.run("probe").get("available_backends") or [])
-        return self._available
-
-    def pick_backend(self, configured: str, model: Dict[str, Any]) -> str:
-        if configured and configured != "auto":
-            return configured
-        preference = model.get("backends") or DEFAULT_PREFERENCE
-        for name in preference:
-            if name in self.available():
-                return name
-        raise AgentError(
-            "no engine backend for model %s: wanted one of %s, this robot has %s"
-            % (model.get("name"), preference, self.available())
-        )
+from edge_agent.errors import AgentError, Refused
+from edge_common.fsutil import sha256_file
+from engine_builder import contract, store
 
 
-def build_all(
-    builder: EngineBuilder,
-    configured_backend: str,
+def ensure_all(
+    python: str,
+    pythonpath: str,
+    store_root: str,
+    backend: str,
     release_dir: str,
-    engines_dir: str,
     models: List[Dict[str, Any]],
+    timeout: float,
+    tag: str,
 ) -> Dict[str, Any]:
-    """Build or reuse every model's engine; return name -> reference (artifact path, fingerprint, ...)."""
+    """Build or reuse every model's engine; name -> reference. A gate that says no refuses the
+    release (nothing is switched); any other failure is an error with engine_builder's message."""
     refs: Dict[str, Any] = {}
     for model in models:
-        onnx = os.path.join(release_dir, model["onnx"])
-        backend = builder.pick_backend(configured_backend, model)
-        precision = model.get("precision", "fp32")
-        options = ["--backend", backend, "--precision", precision]
-        for key, flag in (("workspace_mib", "--workspace-mib"), ("dla_core", "--dla-core")):
-            if model.get("build", {}).get(key) is not None:
-                options += [flag, str(model["build"][key])]
-        fingerprint = builder.run("fingerprint", onnx, *options)["fingerprint"]
-        folder = os.path.join(engines_dir, fingerprint[:32])
-        os.makedirs(folder, exist_ok=True)
-        artifact = os.path.join(folder, "%s.%s.%s.engine" % (model["name"], precision, backend))
-        built = builder.run("build", onnx, *options, "--output", artifact, "--cache-dir", engines_dir)
-        refs[model["name"]] = {
-            "artifact": artifact,
-            "backend": backend,
-            "precision": precision,
-            "fingerprint": built.get("fingerprint", fingerprint),
-            "sha256": (built.get("artifact") or {}).get("sha256"),
-            "built": bool(built.get("changed")),
-            "onnx": model["onnx"],
-        }
+        envelope = contract.run(
+            python,
+            "ensure",
+            [
+                "--store",
+                store_root,
+                "--base",
+                release_dir,
+                "--spec",
+                json.dumps(model, sort_keys=True),
+                "--backend",
+                backend or "auto",
+                "--lock-timeout",
+                str(timeout),
+            ],
+            pythonpath,
+            timeout,
+        )
+        if not envelope.get("ok"):
+            error = envelope.get("error") or {}
+            why = "release %s: engine %s: %s" % (tag, model.get("name"), contract.message(envelope))
+            if error.get("kind") in ("gate", "model"):
+                raise Refused(why, {"engine_builder": envelope})
+            raise AgentError(why, {"engine_builder": envelope})
+        refs[model["name"]] = reference(envelope, model)
     return refs
+
+
+def reference(envelope: Dict[str, Any], model: Dict[str, Any]) -> Dict[str, Any]:
+    """What a release records of an engine (and the app reads from active.json)."""
+    gate = envelope.get("gate") or {}
+    compare = ((gate.get("compare") or {}).get("outputs") or {}).values()
+    accuracy = [o.get("candidate_accuracy") for o in compare if o.get("candidate_accuracy") is not None]
+    return {
+        "artifact": envelope["artifact"],
+        "sha256": envelope["sha256"],
+        "fingerprint": envelope["fingerprint"],
+        "backend": envelope["backend"],
+        "backend_version": envelope.get("backend_version"),
+        "precision": envelope["precision"],
+        "built": bool(envelope.get("built")),
+        "onnx": model["onnx"],
+        "onnx_sha256": envelope.get("onnx_sha256"),
+        "gate": {
+            "passed": gate.get("passed"),
+            "p99_ms": ((gate.get("bench") or {}).get("latency_ms") or {}).get("p99"),
+            "p99_target_ms": (gate.get("bench") or {}).get("p99_target_ms"),
+            "accuracy": min(accuracy) if accuracy else None,
+        }
+        if gate
+        else None,
+    }
+
+
+def pin(store_root: str, owner: str, releases_refs: Iterable[Dict[str, Any]]) -> None:
+    """Tell the store which engines the kept releases still use: retention never removes them."""
+    store.pin(store_root, owner, [ref["fingerprint"] for refs in releases_refs for ref in refs.values()])
+
+
+def prune(store_root: str, names: Iterable[str], keep: int) -> Dict[str, List[str]]:
+    return {name: store.prune(store_root, name, keep) for name in sorted(set(names))}
+
+
+def verify(refs: Dict[str, Any]) -> Optional[str]:
+    """None when every engine the release names is still the file its gate passed, else why not."""
+    for name, ref in sorted(refs.items()):
+        artifact = ref.get("artifact")
+        if not artifact or not os.path.isfile(artifact):
+            return "engine %s: %s is missing" % (name, artifact)
+        if ref.get("sha256") and sha256_file(artifact) != ref["sha256"]:
+            return "engine %s: %s changed since its gate passed (sha256 differs)" % (name, artifact)
+        if ref.get("gate") and ref["gate"].get("passed") is False:
+            return "engine %s did not pass its gate" % name
+    return None

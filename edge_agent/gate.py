@@ -1,10 +1,13 @@
-"""The health gate after a switch: the service check and golden inference (edge_agent/health.py)."""
+"""The health gate after a switch: the service comes up and stays healthy through its soak
+(edge_agent/health.py), and the engines it loads are still the files their engine gate passed
+(engine_builder's gate ran when they were built or first used for this release's golden set)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any, Dict
 
+from edge_agent import engines as engines_mod
 from edge_agent import health as health_mod
 from edge_agent.layout import EDGE_DIR, Layout
 from edge_common.fsutil import read_json
@@ -32,17 +35,14 @@ class GateStep(Layout):
             return result
         if golden:
             refs = read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "engines.json"), {}) or {}
-            inference = health_mod.golden_gate(
-                self.cfg.python,
-                self._pythonpath,
-                self.release_dir(tag),
-                manifest.get("models") or [],
-                refs,
-                self.cfg.command_timeout_seconds,
-            )
-            result["inference"] = inference
-            if not inference["passed"]:
-                result.update(passed=False, reason="golden inference: %s" % inference["reason"])
+            problem = engines_mod.verify(refs)
+            result["engines"] = {
+                "passed": problem is None,
+                "reason": problem,
+                "checked": {name: ref.get("fingerprint") for name, ref in sorted(refs.items())},
+            }
+            if problem:
+                result.update(passed=False, reason=problem)
                 return result
         result["passed"] = True
         return result

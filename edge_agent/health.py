@@ -1,20 +1,18 @@
-"""The health gate: the service is up, its health check passes at every probe of the soak window
-(and the service did not restart meanwhile), then golden-input inference through engine_builder
-matches the expected outputs within tolerance and meets the latency target.
+"""The service gate: the service is up and its health check passes at every probe of the soak
+window (and the service did not restart meanwhile). The engines' own gate (golden parity and
+latency) is engine_builder's, run when an engine is built or first used (edge_agent/engines.py).
 
 Every loop is bounded in count and in time.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
 from edge_agent.systemd import Systemd
 
@@ -137,101 +135,3 @@ def _result(passed: bool, reason: Optional[str], started: float, probes: int) ->
         "probes": probes,
         "seconds": round(time.monotonic() - started, 2),
     }
-
-
-def golden_gate(
-    python: str,
-    pythonpath: str,
-    release_dir: str,
-    models: List[Dict[str, Any]],
-    engines: Dict[str, Any],
-    timeout: float,
-) -> Dict[str, Any]:
-    """For each model with golden inputs: engine_builder compare (tolerance) and bench (p99 latency)."""
-    results: Dict[str, Any] = {}
-    env = dict(os.environ, PYTHONPATH=pythonpath)
-    for model in models:
-        golden = model.get("golden")
-        engine = engines.get(model["name"])
-        if not golden or not engine:
-            continue
-        samples = os.path.join(release_dir, golden["samples"])
-        row: Dict[str, Any] = {}
-        compare = [
-            python,
-            "-m",
-            "engine_builder",
-            "compare",
-            engine["artifact"],
-            "--backend",
-            engine["backend"],
-            "--onnx",
-            os.path.join(release_dir, model["onnx"]),
-            "--samples",
-            samples,
-            "--json",
-            "--quiet",
-        ]
-        if golden.get("max_abs_error") is not None:
-            compare += ["--max-abs-error", str(golden["max_abs_error"])]
-        if golden.get("max_top1_disagreement") is not None:
-            compare += ["--max-top1-disagreement", str(golden["max_top1_disagreement"])]
-        row["compare"] = _engine_builder(compare, env, timeout)
-        if golden.get("p99_ms") is not None:
-            bench = [
-                python,
-                "-m",
-                "engine_builder",
-                "bench",
-                engine["artifact"],
-                "--backend",
-                engine["backend"],
-                "--samples",
-                samples,
-                "--p99-ms",
-                str(golden["p99_ms"]),
-                "--warmup",
-                "5",
-                "--iterations",
-                str(int(golden.get("iterations", 50))),
-                "--json",
-                "--quiet",
-            ]
-            row["bench"] = _engine_builder(bench, env, timeout)
-        row["passed"] = all(part.get("ok") for part in (row.get("compare"), row.get("bench")) if part)
-        results[model["name"]] = row
-    failures = ["%s: %s" % (name, _why(row)) for name, row in sorted(results.items()) if not row["passed"]]
-    return {"passed": not failures, "reason": "; ".join(failures) or None, "models": results}
-
-
-def _engine_builder(argv: List[str], env: Dict[str, str], timeout: float) -> Dict[str, Any]:
-    try:
-        proc = subprocess.run(
-            argv,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"ok": False, "error": {"message": str(exc)}}
-    try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        return {
-            "ok": False,
-            "error": {
-                "message": "engine_builder exited %d: %s"
-                % (proc.returncode, (proc.stderr or proc.stdout).strip()[-400:])
-            },
-        }
-
-
-def _why(row: Dict[str, Any]) -> str:
-    reasons = []
-    for part in ("compare", "bench"):
-        result = row.get(part)
-        if result and not result.get("ok"):
-            reasons.append("%s: %s" % (part, (result.get("error") or {}).get("message", "failed")))
-    return "; ".join(reasons)

@@ -11,6 +11,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from edge_agent import engines as engines_mod
 from edge_agent import tufclient
 from edge_agent.config import Config
 from edge_agent.errors import Busy, UsageError
@@ -111,12 +112,16 @@ class Layout:
             self._prune_engines()
         return pruned
 
+    def _kept_engines(self) -> List[Dict[str, Any]]:
+        """The engine references of every kept release (.edge/engines.json)."""
+        return [
+            read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "engines.json"), {}) or {}
+            for tag in self.kept()
+        ]
+
     def _prune_engines(self) -> None:
-        used = set()
-        for tag in self.kept():
-            refs = read_json(os.path.join(self.release_dir(tag), EDGE_DIR, "engines.json"), {}) or {}
-            used.update(os.path.dirname(ref["artifact"]) for ref in refs.values())
-        for name in os.listdir(self.cfg.engines_dir):
-            path = os.path.join(self.cfg.engines_dir, name)
-            if os.path.isdir(path) and path not in used:
-                remove_tree(path)
+        """Engines are the store's: tell it what the kept releases use, then let it prune."""
+        kept = self._kept_engines()
+        engines_mod.pin(self.cfg.engine_store, self.cfg.app, kept)
+        names = [name for refs in kept for name in refs]
+        engines_mod.prune(self.cfg.engine_store, names, self.cfg.keep_releases)

@@ -224,14 +224,23 @@ class StageStep(CompatibilityCheck):
         }
 
     def _engines(self, release_dir: str, manifest: Dict[str, Any], dry_run: bool) -> Dict[str, Any]:
+        """The release's engines from the robot's engine store (engine_builder's one engine path)."""
         models = manifest.get("models") or []
         if not models:
             return {}
         if dry_run:
             return read_json(os.path.join(release_dir, EDGE_DIR, "engines.json"), {}) or {}
-        builder = engines_mod.EngineBuilder(
-            self.cfg.python, self._pythonpath, self.cfg.command_timeout_seconds
+        # The kept releases' engines first: a build for this one must not prune theirs.
+        engines_mod.pin(self.cfg.engine_store, self.cfg.app, self._kept_engines())
+        refs = engines_mod.ensure_all(
+            self.cfg.python,
+            self._pythonpath,
+            self.cfg.engine_store,
+            self.cfg.engine_backend,
+            release_dir,
+            models,
+            self.cfg.command_timeout_seconds,
+            manifest["tag"],
         )
-        return engines_mod.build_all(
-            builder, self.cfg.engine_backend, release_dir, self.cfg.engines_dir, models
-        )
+        engines_mod.pin(self.cfg.engine_store, self.cfg.app, [*self._kept_engines(), refs])
+        return refs

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from engine_builder import __version__
 from engine_builder.errors import EXIT_FAILED, EXIT_OK, EngineBuilderError, GateFailed, UsageError
+from engine_builder.store import DEFAULT_ROOT as DEFAULT_STORE
 
-DEFAULT_STORE = "/var/lib/edge-deploy/engines"  # engine_builder.store.DEFAULT_ROOT, without importing it
 ROBOT_COMMANDS = ("probe", "build", "ensure", "fingerprint", "bench", "compare", "selftest")
 
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import pytest
 
@@ -59,7 +59,7 @@ class Releases:
     def publish(
         self,
         tag: str,
-        files: Optional[Dict[str, str]] = None,
+        files: Optional[Dict[str, Union[str, bytes]]] = None,
         repo: Optional[ReleaseRepository] = None,
         **manifest,
     ) -> Path:
@@ -78,7 +78,10 @@ class Releases:
             files or {"app.py": "print('%s')\n" % tag, "config/app.json": '{"tag": "%s"}' % tag}
         ).items():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
-            (src / rel).write_text(text)
+            if isinstance(text, bytes):
+                (src / rel).write_bytes(text)
+            else:
+                (src / rel).write_text(text)
         built = bundle.build(str(src), tag, str(self.tmp / "build"))
         (repo or self.repo).add_release(built["path"])
         return Path(built["path"])
@@ -102,6 +105,7 @@ def make_agent(tmp_path, releases):
             root=str(tmp_path / "opt"),
             state_dir=str(state),
             systemd_dir=str(tmp_path / "systemd"),
+            engine_store=str(tmp_path / "engines"),
             systemd=systemd is not None,
             keep_releases=3,
         )

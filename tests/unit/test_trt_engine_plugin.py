@@ -1,4 +1,5 @@
-"""trt_engine's controller-side logic (the on-robot part is covered by tests/fleet/test_engines.py)."""
+"""trt_engine's controller side and the engine choices it shares with the agent (the on-robot part
+runs in tests/fleet/test_engines.py and, without Ansible, in tests/engine_builder/test_store.py)."""
 
 from __future__ import annotations
 
@@ -8,50 +9,44 @@ import zipfile
 
 import pytest
 
+from edge_common import pack
 from edge_deploy import paths
+from engine_builder.ensure import choose_backend, resolve_precision
+from engine_builder.errors import BuildError, UsageError
 
-spec = importlib.util.spec_from_file_location(
-    "trt_engine_action", paths.REPO / "plugins/action/trt_engine.py"
-)
+spec = importlib.util.spec_from_file_location("trt_engine_action", paths.REPO / "plugins/action/trt_engine.py")
 trt_engine = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(trt_engine)
 DIGITS = paths.REPO / "examples" / "digits"
 
-PROBE = {
-    "backends": {
-        "tensorrt": {"available": False, "reason": "Python package 'tensorrt' is not installed"},
-        "trtexec": {"available": False, "reason": "no trtexec at /usr/src/tensorrt/bin/trtexec or on PATH"},
-        "onnxruntime": {"available": True, "version": "1.32.0"},
-    }
+BACKENDS = {
+    "tensorrt": {"available": False, "reason": "Python package 'tensorrt' is not installed"},
+    "trtexec": {"available": False, "reason": "no trtexec at /usr/src/tensorrt/bin/trtexec or on PATH"},
+    "onnxruntime": {"available": True, "version": "1.32.0"},
 }
 
 
-def test_last_json_line_wins_over_log_lines():
-    text = 'progress 10%\n{"a": 1}\nnoise\n{"ok": true, "b": 2}\n'
-    assert trt_engine._last_json(text) == {"ok": True, "b": 2}
-    assert trt_engine._last_json("no json here") is None
-
-
 def test_shipped_package_is_deterministic_and_complete():
-    first, digest = trt_engine._package_zip()
-    again, digest_again = trt_engine._package_zip()
-    assert first == again and digest == digest_again
+    first = pack.zip_bytes(trt_engine.PACKAGES)
+    assert first == pack.zip_bytes(trt_engine.PACKAGES)
     names = zipfile.ZipFile(io.BytesIO(first)).namelist()
-    assert "engine_builder/__main__.py" in names and "engine_builder/store.py" in names
+    for module in ("engine_builder/__main__.py", "engine_builder/ensure.py", "edge_common/fsutil.py"):
+        assert module in names
     assert not [name for name in names if name.endswith(".pyc") or "__pycache__" in name]
 
 
-def test_auto_backend_takes_what_the_robot_has():
-    assert trt_engine.ActionModule._choose_backend(None, "auto", PROBE) == "onnxruntime"
-    with_trt = {"backends": dict(PROBE["backends"], tensorrt={"available": True, "version": "10.3.0"})}
-    assert trt_engine.ActionModule._choose_backend(None, "auto", with_trt) == "tensorrt"
+def test_auto_backend_takes_the_first_of_the_preference_the_robot_has():
+    assert choose_backend("auto", None, BACKENDS) == "onnxruntime"
+    with_trt = dict(BACKENDS, tensorrt={"available": True, "version": "10.3.0"})
+    assert choose_backend("auto", None, with_trt) == "tensorrt"
+    assert choose_backend("auto", ["onnxruntime", "tensorrt"], with_trt) == "onnxruntime"
 
 
 def test_unavailable_backend_says_why():
-    with pytest.raises(trt_engine.AnsibleActionFail, match=r"tensorrt is not available.*not installed"):
-        trt_engine.ActionModule._choose_backend(None, "tensorrt", PROBE)
-    with pytest.raises(trt_engine.AnsibleActionFail, match="no engine backend"):
-        trt_engine.ActionModule._choose_backend(None, "auto", {"backends": {}})
+    with pytest.raises(UsageError, match=r"tensorrt is not available.*not installed"):
+        choose_backend("tensorrt", None, BACKENDS)
+    with pytest.raises(BuildError, match="no engine backend"):
+        choose_backend("auto", ["tensorrt"], BACKENDS)
 
 
 @pytest.mark.parametrize(
@@ -64,5 +59,6 @@ def test_unavailable_backend_says_why():
     ],
 )
 def test_best_precision(model, backend, precision):
-    assert trt_engine.ActionModule._resolve_precision(None, "best", backend, str(DIGITS / model)) == precision
-    assert trt_engine.ActionModule._resolve_precision(None, "fp32", backend, str(DIGITS / model)) == "fp32"
+    assert resolve_precision("best", backend, str(DIGITS / model)) == precision
+    assert resolve_precision("fp32", backend, str(DIGITS / model)) == "fp32"
+    assert resolve_precision("best", backend, None) is None  # a dry run before the model arrived
