@@ -39,6 +39,11 @@ lint:
 	yamllint --strict .
 	ansible-lint
 	ruff check .
+	@# no import cycles (lazy imports in functions count too), then the import contracts in
+	@# pyproject's [tool.importlinter]: controller code (edge_deploy, plugins) never imports edge_agent
+	pylint --persistent=n --score=n --disable=all --enable=cyclic-import \
+	  edge_agent edge_common edge_deploy engine_builder
+	lint-imports --no-cache
 
 unit:
 	pytest -n 2 --ignore=tests/fleet tests
