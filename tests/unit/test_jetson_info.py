@@ -1,4 +1,5 @@
-"""jetson_info's parsers against the formats recorded from real devices (FACTS.md)."""
+"""jetson_info's parsers (edge_common.identity, its module_utils) against the formats recorded from
+real devices (FACTS.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import jetson_info
 import pytest
 
+from edge_common import identity
+
 JP512_RELEASE = ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
                  "DATE: Tue Aug  1 19:57:35 UTC 2023\n")
 JP60_RELEASE = ("# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic, EABI: aarch64, "
@@ -14,7 +17,7 @@ JP60_RELEASE = ("# R36 (release), REVISION: 3.0, GCID: 36923193, BOARD: generic,
 
 
 def test_release_line_of_jetpack_5_1_2():
-    parsed = jetson_info.parse_release(JP512_RELEASE)
+    parsed = identity.parse_release(JP512_RELEASE)
     assert parsed["l4t"] == "35.4.1"
     assert parsed["l4t_major"] == 35
     assert parsed["l4t_board"] == "t186ref"
@@ -23,7 +26,7 @@ def test_release_line_of_jetpack_5_1_2():
 
 
 def test_release_line_of_jetpack_6_0_with_kernel_variant():
-    parsed = jetson_info.parse_release(JP60_RELEASE)
+    parsed = identity.parse_release(JP60_RELEASE)
     assert parsed["l4t"] == "36.3.0"
     assert parsed["l4t_board"] == "generic"
     assert parsed["kernel_variant"] == "oot"
@@ -31,7 +34,7 @@ def test_release_line_of_jetpack_6_0_with_kernel_variant():
 
 @pytest.mark.parametrize("text", [None, "", "garbage\n", "# R36 (release)\n"])
 def test_release_file_that_is_not_l4t(text):
-    assert jetson_info.parse_release(text) is None
+    assert identity.parse_release(text) is None
 
 
 @pytest.mark.parametrize("compatible,part", [
@@ -42,15 +45,15 @@ def test_release_file_that_is_not_l4t(text):
     (None, None),
 ])
 def test_module_part_from_device_tree(compatible, part):
-    assert jetson_info.part_from_compatible(compatible) == part
+    assert identity.part_from_compatible(compatible) == part
 
 
 def test_module_part_and_soc_from_boot_control():
     text = ("TNSPEC 3767-300-0000-K.2-1-1-jetson-orin-nano-devkit-nvme0n1p1\n"
             "COMPATIBLE_SPEC 3767-300-0000-K.2-1-1-jetson-orin-nano-devkit\nTEGRA_CHIPID 0x23\n")
-    assert jetson_info.part_from_boot_control(text) == "p3767-0000"
-    assert jetson_info.SOC_BY_CHIPID[jetson_info.chipid_from_boot_control(text)] == "tegra234"
-    assert jetson_info.part_from_boot_control("TNSPEC nonsense\n") is None
+    assert identity.part_from_boot_control(text) == "p3767-0000"
+    assert identity.SOC_BY_CHIPID[identity.chipid_from_boot_control(text)] == "tegra234"
+    assert identity.part_from_boot_control("TNSPEC nonsense\n") is None
 
 
 @pytest.mark.parametrize("debian,upstream", [
@@ -61,24 +64,24 @@ def test_module_part_and_soc_from_boot_control():
     (None, None),
 ])
 def test_upstream_version(debian, upstream):
-    assert jetson_info.upstream_version(debian) == upstream
+    assert identity.upstream_version(debian) == upstream
 
 
 def test_tensorrt_prefers_the_newest_libnvinfer():
-    assert jetson_info.tensorrt_version({"libnvinfer8": "8.6.2.3-1+cuda12.2"}) == "8.6.2"
-    assert jetson_info.tensorrt_version({"libnvinfer10": "10.3.0.30-1+cuda12.5",
+    assert identity.tensorrt_version({"libnvinfer8": "8.6.2.3-1+cuda12.2"}) == "8.6.2"
+    assert identity.tensorrt_version({"libnvinfer10": "10.3.0.30-1+cuda12.5",
                                          "libnvinfer8": "8.6.2.3-1"}) == "10.3.0"
-    assert jetson_info.tensorrt_version({}) is None
+    assert identity.tensorrt_version({}) is None
 
 
 def test_cuda_version_from_json_and_txt(tmp_path):
     (tmp_path / "version.json").write_text(json.dumps({"cuda": {"name": "CUDA SDK", "version": "11.4.19"}}))
-    assert jetson_info.cuda_version(str(tmp_path)) == "11.4.19"
+    assert identity.cuda_version(str(tmp_path)) == "11.4.19"
     old = tmp_path / "old"
     old.mkdir()
     (old / "version.txt").write_text("CUDA Version 10.2.300\n")
-    assert jetson_info.cuda_version(str(old)) == "10.2.300"
-    assert jetson_info.cuda_version(str(tmp_path / "missing")) is None
+    assert identity.cuda_version(str(old)) == "10.2.300"
+    assert identity.cuda_version(str(tmp_path / "missing")) is None
 
 
 def test_gather_on_a_plain_linux_host(tmp_path):
