@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import stat
 
+from edge_common import identity
 from engine_builder import device
 
 R35 = (
@@ -37,14 +38,15 @@ def test_orin_nano_devkit_identity(tmp_path):
     ident = device.identity(root)
     assert ident["l4t"] == "36.3.0"
     assert ident["jetpack"] == "6.0" and ident["expected_tensorrt"] == "8.6.2"
-    assert ident["module"] == "p3767-0005"
+    assert ident["module_part"] == "p3767-0005"
     assert ident["module_name"] == "Jetson Orin Nano Developer Kit"
     assert ident["soc"] == "tegra234" and ident["sm"] == "8.7"
 
 
 def test_module_from_carrier_plus_module_and_tnspec_fallback(tmp_path):
-    module, soc = device.parse_compatible(b"nvidia,p3737-0000+p3701-0005\x00nvidia,tegra234\x00")
-    assert (module, soc) == ("p3701-0005", "tegra234")
+    compatible = "nvidia,p3737-0000+p3701-0005\x00nvidia,tegra234\x00"
+    assert identity.part_from_compatible(compatible) == "p3701-0005"
+    assert identity.soc_from_compatible(compatible) == "tegra234"
     root = _root(
         tmp_path,
         {
@@ -56,7 +58,7 @@ def test_module_from_carrier_plus_module_and_tnspec_fallback(tmp_path):
     )
     ident = device.identity(root)
     assert ident["l4t"] == "35.4.1" and ident["jetpack"] == "5.1.2" and ident["expected_tensorrt"] == "8.5.2"
-    assert ident["module"] == "p3767-0000" and ident["module_name"] == "Jetson Orin NX 16GB"
+    assert ident["module_part"] == "p3767-0000" and ident["module_name"] == "Jetson Orin NX 16GB"
     assert ident["soc"] is None and ident["sm"] is None
 
 
@@ -71,16 +73,19 @@ def test_soc_from_the_boot_control_chip_id(tmp_path):
         },
     )
     ident = device.identity(root)
-    assert (ident["module"], ident["soc"], ident["sm"]) == ("p3701-0005", "tegra234", "8.7")
+    assert (ident["module_part"], ident["soc"], ident["sm"]) == ("p3701-0005", "tegra234", "8.7")
 
 
 def test_plain_linux_host_is_robust(tmp_path):
     ident = device.identity(str(tmp_path))
-    for key in ("l4t", "jetpack", "module", "module_name", "soc", "sm"):
+    for key in ("l4t", "jetpack", "module_part", "module_name", "soc", "sm"):
         assert ident[key] is None
     assert ident["arch"]
-    assert device.parse_tegra_release("garbage") is None
-    assert device.parse_tnspec("NO SPEC HERE") is None
+    assert identity.parse_release("garbage") is None
+    assert identity.part_from_boot_control("NO SPEC HERE") is None
+    # the fingerprint keeps its published field names: the part number is "module" there
+    key = device.identity_key(ident)
+    assert key == {"l4t": None, "module": None, "soc": None, "sm": None, "arch": ident["arch"]}
 
 
 def test_trtexec_banner_codes():
