@@ -45,24 +45,45 @@ def _in_wave_order(item) -> tuple:
     return (robot.get("wave") is None, robot.get("wave") or 0, name)
 
 
+def _release(robot: Dict[str, Any]) -> str:
+    """`v1.0.0 -> v1.1.0`; a robot that rolled back shows the tag it tried and the tag it runs."""
+    if robot.get("release_tried"):
+        runs = robot.get("release_after") or robot.get("rolled_back_to") or "-"
+        return "%s tried, runs %s (rolled back)" % (robot["release_tried"], runs)
+    return "%s -> %s" % (robot.get("release_before") or "-", robot.get("release_after") or "-")
+
+
+def _engines(robot: Dict[str, Any]) -> str:
+    """`digits built 3f2a1c9e0b7d`: built or reused, and which engine (its fingerprint)."""
+    engines = robot.get("engines") or {}
+    fingerprints = robot.get("engine_fingerprints") or {}
+    return ", ".join(
+        " ".join(
+            part
+            for part in (
+                name,
+                v if isinstance(v, str) else "hit" if v else "built",
+                (fingerprints.get(name) or "")[:12],
+            )
+            if part
+        )
+        for name, v in sorted(engines.items())
+    )
+
+
 def summary_lines(report: Dict[str, Any]) -> List[str]:
     rows = [("robot", "wave", "release", "outcome", "staged", "engines", "health", "time")]
     for name, robot in sorted(report["robots"].items(), key=_in_wave_order):
         steps = robot.get("steps") or []
         took = (steps[-1]["end"] - steps[0]["start"]) if steps else 0.0
-        engines = robot.get("engines") or {}
         rows.append(
             (
                 name,
                 str(robot.get("wave") or "-"),
-                "%s -> %s" % (robot.get("release_before") or "-", robot.get("release_after") or "-"),
+                _release(robot),
                 _outcome(robot),
                 "%s B" % robot["bytes_staged"] if robot.get("bytes_staged") is not None else "-",
-                ", ".join(
-                    "%s %s" % (k, v if isinstance(v, str) else "hit" if v else "built")
-                    for k, v in sorted(engines.items())
-                )
-                or "-",
+                _engines(robot) or "-",
                 _short(str(robot.get("health") or "-"), HEALTH_WIDTH),
                 "%.1f s" % took,
             )

@@ -27,12 +27,12 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repository, for engine_builder
 
+from edge_common.fsutil import sha256_file  # noqa: E402  after sys.path
 from engine_builder.backends.ort_backend import OnnxRuntimeRunner  # noqa: E402  after sys.path
 from engine_builder.bench import time_calls  # noqa: E402  after sys.path
 from engine_builder.build import build  # noqa: E402  after sys.path
 from engine_builder.compare import compare  # noqa: E402  after sys.path
 from engine_builder.export import export  # noqa: E402  after sys.path
-from edge_common.fsutil import sha256_file  # noqa: E402  after sys.path
 from engine_builder.options import BuildOptions  # noqa: E402  after sys.path
 from engine_builder.quantize import quantize  # noqa: E402  after sys.path
 

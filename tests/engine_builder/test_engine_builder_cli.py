@@ -132,10 +132,12 @@ def test_robot_side_modules_parse_as_python_38():
 
     robot = [
         "__init__.py", "__main__.py", "_deps.py", "bench.py", "build.py", "cli.py", "compare.py", "device.py",
-        "contract.py", "ensure.py", "errors.py", "fingerprint.py", "gate.py", "manifest.py", "options.py", "progress.py", "selftest.py",
+        "contract.py", "ensure.py", "errors.py", "fingerprint.py", "gate.py", "manifest.py", "options.py",
+        "progress.py", "selftest.py",
         "stats.py", "tensors.py", "tiny_model.py", "backends/__init__.py", "backends/base.py",
         "backends/cudart.py", "backends/ort_backend.py", "backends/trt_backend.py", "backends/trt_runtime.py",
-        "backends/trtexec_backend.py", "backends/trtexec_output.py", "store.py",
+        "backends/trtexec_backend.py", "backends/trtexec_output.py", "backends/trt_util.py",
+        "store.py",
     ]  # fmt: skip
     robot = [os.path.join("engine_builder", rel) for rel in robot] + [
         os.path.join("edge_common", rel) for rel in sorted(os.listdir(os.path.join(REPO, "edge_common")))
