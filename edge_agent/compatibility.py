@@ -1,16 +1,17 @@
 """May this robot take a verified release? Its version against the installed one, and the
-manifest's JetPack and module ranges against the jetson_facts local fact."""
+manifest's compatibility contract against the robot's saved identity (edge_common.compat)."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Dict
 
 from edge_agent.errors import Refused, UsageError
 from edge_agent.layout import Layout
-from edge_common.fsutil import read_json
+from edge_common import compat
 from edge_common.versions import version_key
 
-JETSON_FACT = "/etc/ansible/facts.d/jetson.fact"  # written by the jetson_facts role
+JETSON_FACT = compat.JETSON_FACT  # written by the jetson_facts role
 
 
 class CompatibilityCheck(Layout):
@@ -31,33 +32,18 @@ class CompatibilityCheck(Layout):
             )
 
     def _check_compatible(self, manifest: Dict[str, Any]) -> None:
-        """JetPack and module ranges from the manifest, against the jetson_facts local fact."""
-        compat = manifest.get("compatible") or {}
-        facts = read_json(JETSON_FACT) if compat else None
-        if not compat or not facts:
-            return
-        jetpack = facts.get("jetpack")
-        if (
-            jetpack
-            and compat.get("jetpack_min")
-            and version_key(jetpack) < version_key(compat["jetpack_min"])
-        ):
-            raise Refused(
-                "release %s needs JetPack >= %s; this robot runs %s"
-                % (manifest["tag"], compat["jetpack_min"], jetpack)
+        """The release's contract against this robot's saved identity: edge_common.compat, the rule
+        the rollout's refusal before staging uses too. It fails closed (no facts, no release)."""
+        try:
+            why = compat.refusal(
+                compat.read_robot(JETSON_FACT),
+                manifest.get("compatible"),
+                "%s %s" % (manifest.get("name") or self.cfg.app, manifest["tag"]),
+                socket.gethostname(),
             )
-        if (
-            jetpack
-            and compat.get("jetpack_max")
-            and version_key(jetpack) > version_key(compat["jetpack_max"])
-        ):
+        except ValueError as exc:
             raise Refused(
-                "release %s needs JetPack <= %s; this robot runs %s"
-                % (manifest["tag"], compat["jetpack_max"], jetpack)
-            )
-        modules = compat.get("modules")
-        if modules and facts.get("module_class") and facts["module_class"] not in modules:
-            raise Refused(
-                "release %s supports modules %s, not %s"
-                % (manifest["tag"], ", ".join(modules), facts["module_class"])
-            )
+                "release %s has a malformed compatibility contract: %s" % (manifest["tag"], exc)
+            ) from exc
+        if why:
+            raise Refused(why, {"compatible": manifest.get("compatible")})

@@ -123,3 +123,25 @@ def test_read_robot(tmp_path):
     fact.write_text(json.dumps(NX_60))
     assert compat.read_robot(str(fact)) == NX_60
     assert compat.refusal(compat.read_robot(str(tmp_path / "missing")), FLEET, "edge-app v3.0.0") is not None
+
+
+@pytest.mark.parametrize("robot,contract", [row[1:3] for row in ROWS], ids=[row[0] for row in ROWS])
+def test_the_agent_and_the_rollout_refuse_the_same_robots(robot, contract, tmp_path, monkeypatch):
+    """The rollout's refusal before staging (the filter) and the agent's on the robot agree."""
+    from edge_agent.agent import Agent
+    from edge_agent.config import Config
+    from edge_agent.errors import Refused
+
+    fact = tmp_path / "jetson.fact"
+    if robot:
+        fact.write_text(json.dumps(robot))
+    monkeypatch.setattr("edge_agent.compatibility.JETSON_FACT", str(fact))
+    agent = Agent(Config({"root": str(tmp_path / "opt"), "state_dir": str(tmp_path / "state")}))
+    manifest = {"name": "edge-app", "tag": "v3.0.0", "version": "3.0.0", "compatible": contract}
+    rollout = release_refusal(robot, contract, "edge-app v3.0.0", "nano-01")
+    try:
+        agent._check_compatible(manifest)
+        agent_refused = False
+    except Refused:
+        agent_refused = True
+    assert agent_refused == (rollout is not None), (rollout, agent_refused)

@@ -342,3 +342,20 @@ def test_seed_refuses_unsigned_tags_and_remote_repositories(releases, make_agent
     with pytest.raises(Refused):
         agent.seed(repo, "v1.0.0")
     assert not (tmp_path / "incoming/targets").exists()
+
+
+def test_a_robot_whose_identity_is_unknown_refuses_a_release_with_a_contract(
+    releases, make_agent, tmp_path, monkeypatch
+):
+    """The agent fails closed: no saved identity, no release that names a contract; it says what to run."""
+    agent = make_agent()
+    monkeypatch.setattr("edge_agent.compatibility.JETSON_FACT", str(tmp_path / "removed.fact"))
+    releases.publish("v1.0.0", compatible={"jetpack_min": "5.1", "modules": ["orin_nx"]})
+    with pytest.raises(Refused) as refused:
+        agent.stage(str(releases.repo_dir), "v1.0.0")
+    message = refused.value.message
+    assert "cannot take edge-app v1.0.0" in message and "unknown" in message
+    assert "missing or unreadable" in message and "--tags jetson_facts" in message
+    assert agent.kept() == []
+    releases.publish("v1.1.0")  # no contract: any robot may take it
+    assert agent.stage(str(releases.repo_dir), "v1.1.0")["staged"]
