@@ -5,11 +5,12 @@ Runs everywhere, so the simulated fleet exercises every path around the engine f
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List
 
 from engine_builder._deps import require
 from engine_builder.backends.base import Backend, Runner
-from engine_builder.errors import BuildError, UsageError
+from engine_builder.errors import BuildError, ModelError, UsageError
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
 from engine_builder.tensors import TensorSpec
@@ -113,6 +114,13 @@ class OnnxRuntimeBackend(Backend):
         try:
             session = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types, not importable lazily
+            if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc):
+                raise ModelError(
+                    "corrupt or truncated ONNX file %s (%d bytes): it does not parse as an ONNX model"
+                    % (onnx_path, os.path.getsize(onnx_path)),
+                    hint="compare its sha256 with the one the release signed, or export the model again",
+                    details={"log_tail": [str(exc)]},
+                ) from exc
             raise BuildError(
                 "onnxruntime could not load %s: %s" % (onnx_path, exc),
                 hint="run `engine-builder check` on the model first",

@@ -3,130 +3,82 @@
 DOCUMENTATION = r"""
 ---
 module: trt_engine
-short_description: Build an inference engine on the robot from an ONNX model, cached by fingerprint
+short_description: Make sure a robot's engine store holds a gated engine for a model, built on the robot
 description:
   - Builds a TensorRT engine (TensorRT Python API or trtexec) or an optimized onnxruntime model on
     the robot itself, since engines are tied to the TensorRT version and GPU they are built on.
+  - Runs engine_builder's one engine path on the robot (C(engine_builder ensure), shipped to the
+    remote tmp folder; nothing is installed). The release agent runs the same path when it stages a
+    release, into the same store, so an engine built by either is a cache hit for the other and the
+    app loads exactly the engine whose gate passed.
   - The engine's fingerprint covers the ONNX sha256, the build options, the precision, the backend
-    and its version, and the robot's identity (L4T, module, SoC, GPU SM), all read from the robot.
-    An engine with that fingerprint already on the robot, whose checksum verifies, is used as it is;
-    nothing is transferred or built and the task reports C(ok).
-  - Otherwise the ONNX is sent only if the robot does not have it (by checksum), the engine_builder
-    code is shipped to the remote tmp folder (nothing is installed), the build runs under a lock
-    (never two builds at once on one robot) in a staging folder, is benchmarked against
-    O(latency_p99_ms) and checked against golden inputs, and only then replaces the engine in use.
-  - A failed build or gate leaves the previous engine in place and in use, and the failure message
-    carries the builder's log tail (ONNX parser errors by node name).
+    and its version, and the robot's identity (L4T, module, SoC, GPU SM), all read on the robot.
+    An engine with that fingerprint in the store, whose checksum verifies and whose gate already
+    answered for this golden set and these thresholds, is used as it is; nothing is sent or built.
+  - Otherwise only the files the robot lacks are sent (by checksum; files already in O(remote_dir)
+    or in the store are not), the build runs under the store's lock (never two builds at once on a
+    robot) in a staging folder, and is gated (golden-input parity and p99 latency, the model spec's
+    C(golden) section) before it enters the store.
+  - A failed build or gate leaves the store as it was, and the message says why (an ONNX that does
+    not parse, the accuracy or latency figures against their targets).
   - A JSON report per robot and model is written on the controller under O(report_dir).
 version_added: "0.1.0"
 options:
-  src:
+  spec:
     description:
-      - The ONNX model on the controller. For C(int8), a Q/DQ model made by C(engine-builder quantize).
+      - The model, as an entry of a release's C(models:) (release.yaml). C(name) and C(onnx) are
+        required; C(precision) (fp32, fp16, int8 for a Q/DQ model, best), C(backends) (a preference
+        list), C(build) (workspace_mib, dla_core, gpu_fallback, shapes with min/opt/max,
+        builder_optimization_level) and C(golden) (samples, reference, max_top1_disagreement,
+        max_abs_error, min_cosine, p99_ms as a number or per module class, iterations, warmup,
+        benchmark) are optional.
+      - Paths are relative to O(src_dir) on the controller and to O(remote_dir) on the robot.
+    type: dict
+    required: true
+  src_dir:
+    description:
+      - The controller folder the spec's paths are relative to (a release's folder in the signed repository).
     type: path
-    required: true
-  name:
-    description: The model's name on the robot (a folder of the engine store).
-    type: str
-    required: true
-  precision:
+  remote_dir:
     description:
-      - C(best) picks INT8 for a Q/DQ model, else FP16 on TensorRT and FP32 on onnxruntime.
-      - INT8 needs a Q/DQ model; calibration happens once on the controller, never on the robot.
+      - A robot folder where the spec's files may already be (a release's files just sent); a file
+        found there with the same checksum is not sent again.
     type: str
-    choices: [fp32, fp16, int8, best]
-    default: best
   backend:
     description:
-      - C(auto) takes the first available on the robot of C(tensorrt), C(trtexec), C(onnxruntime).
+      - C(auto) takes the first of the spec's C(backends) the robot has (default order C(tensorrt),
+        C(trtexec), C(onnxruntime)).
     type: str
     choices: [auto, tensorrt, trtexec, onnxruntime]
     default: auto
-  workspace_mib:
-    description: TensorRT workspace memory pool limit in MiB.
-    type: int
-  dla_core:
-    description: Build for this DLA core (checked against the robot's DLA count; an Orin Nano has none).
-    type: int
-  gpu_fallback:
-    description: With O(dla_core), let layers the DLA cannot run fall back to the GPU.
-    type: bool
-    default: true
-  shapes:
-    description: Optimization profile for dynamic inputs, each as C(name:1x3x224x224[,name2:...]).
-    type: dict
-    suboptions:
-      min: {description: Minimum shapes., type: str}
-      opt: {description: Shapes to optimize for., type: str}
-      max: {description: Maximum shapes., type: str}
   dest:
-    description: The engine store on the robot.
-    type: path
+    description: The engine store on the robot (the release agent's C(engine_store)).
+    type: str
     default: /var/lib/edge-deploy/engines
-  benchmark:
-    description: Benchmark the new engine on the robot (warm-up, then timed runs).
-    type: bool
-    default: true
-  iterations:
-    description: Timed benchmark runs.
-    type: int
-    default: 200
-  warmup:
-    description: Untimed runs before the benchmark.
-    type: int
-    default: 20
-  latency_p99_ms:
-    description: Fail the build (and keep the previous engine) when the p99 latency exceeds this.
-    type: float
-  accuracy:
-    description: Accuracy gate on golden inputs.
-    type: dict
-    suboptions:
-      samples:
-        description:
-          - A C(.npz) on the controller with C(inputs), optional C(labels) and C(expected.<output>) arrays.
-        type: path
-      reference:
-        description: The FP32 ONNX model on the controller, run with onnxruntime as the reference.
-        type: path
-      max_top1_disagreement:
-        description: Largest share of samples whose top-1 class differs from the reference.
-        type: float
-        default: 0.01
-      min_cosine:
-        description: Smallest cosine similarity of any output against the reference.
-        type: float
-      max_abs_error:
-        description: Largest absolute error of any output against the reference.
-        type: float
-      count:
-        description: Random samples to compare when no samples are given.
-        type: int
-        default: 64
-  force:
-    description: Rebuild even when an engine with the same fingerprint is on the robot.
-    type: bool
-    default: false
   keep:
-    description: Engines kept per model; the one in use and the previous one are never removed.
+    description: Engines kept per model besides those a kept release uses, which are never removed.
     type: int
     default: 3
+  force:
+    description: Rebuild even when the store has an engine with the same fingerprint.
+    type: bool
+    default: false
+  build_timeout:
+    description: Seconds a build may wait for another build on the same robot.
+    type: int
+    default: 3600
   report_dir:
     description:
       - Where JSON reports are written on the controller (C(<report_dir>/<host>/engines/<name>.json)).
     type: path
     default: reports
-  build_timeout:
-    description: Seconds to wait for the robot's build lock and for each build step.
-    type: int
-    default: 3600
 attributes:
   check_mode:
     support: full
-    description: Says whether an engine would be built and whether the ONNX would be sent; builds nothing.
+    description: A dry run on the robot says whether an engine would be built or gated; nothing is sent.
   diff_mode:
     support: full
-    description: Shows the fingerprint in use before and after.
+    description: Shows the fingerprint the store's current link names, before and after.
   platform:
     platforms: posix
 notes:
@@ -138,33 +90,34 @@ author: Edge Deploy
 EXAMPLES = r"""
 - name: Build the detector engine on every Orin NX
   trt_engine:
-    src: models/detector.qdq.onnx
-    name: detector
-    precision: int8
-    latency_p99_ms: 15
-    accuracy:
-      samples: models/detector.golden.npz
-      reference: models/detector.onnx
+    spec:
+      name: detector
+      onnx: models/detector.qdq.onnx
+      precision: int8
+      golden:
+        samples: models/detector.golden.npz
+        p99_ms: {orin_nano: 30, orin_nx: 15, agx_orin: 10}
+    src_dir: /srv/releases/targets/edge-app/v1.4.0
   throttle: 4
 
 - name: Would a build happen? (nothing is built in check mode)
   trt_engine:
-    src: models/digits.onnx
-    name: digits
+    spec: {name: digits, onnx: digits.onnx}
+    src_dir: examples/digits
   check_mode: true
 """
 
 RETURN = r"""
 fingerprint:
-  description: The engine's cache key.
+  description: The engine's cache key (null in check mode for C(best) before the model reached the robot).
   returned: always
   type: str
 previous_fingerprint:
-  description: The key of the engine in use before this task (null on the first build).
-  returned: always
+  description: The fingerprint the store's current link named before this task.
+  returned: when not in check mode
   type: str
 cache_hit:
-  description: Whether an engine with this fingerprint was already on the robot and verified.
+  description: Whether the store already held the engine.
   returned: always
   type: bool
 built:
@@ -172,11 +125,20 @@ built:
   returned: always
   type: bool
 onnx_transferred:
-  description: Whether the ONNX model was sent (or, in check mode, would be).
+  description: Whether the ONNX model was sent.
   returned: always
   type: bool
+files_sent:
+  description: Which of the spec's files were sent (onnx, samples, reference).
+  returned: when not in check mode
+  type: list
+  elements: str
 backend:
   description: The backend used, and RV(backend_version) its version on the robot.
+  returned: always
+  type: str
+backend_version:
+  description: The backend's version on the robot.
   returned: always
   type: str
 precision:
@@ -184,12 +146,24 @@ precision:
   returned: always
   type: str
 artifact_path:
-  description: The engine file on the robot.
+  description: The engine file in the robot's store (what the app loads).
   returned: when not in check mode
   type: str
+artifact_sha256:
+  description: The engine file's sha256.
+  returned: when not in check mode
+  type: str
+gate_passed:
+  description: The gate's verdict (null when the spec has no gate).
+  returned: when not in check mode
+  type: bool
 latency_ms:
-  description: Benchmark latency (min, mean, p50, p90, p95, p99, max) of a new build.
-  returned: when built with O(benchmark)
+  description: The gate's latency figures (min, mean, p50, p90, p95, p99, max).
+  returned: when the gate benchmarked the engine
+  type: dict
+accuracy:
+  description: The gate's parity figures against the golden set or the reference.
+  returned: when the gate compared outputs
   type: dict
 report:
   description: The JSON report on the controller.
