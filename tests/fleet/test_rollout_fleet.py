@@ -168,6 +168,10 @@ def test_good_release_reaches_every_robot_in_waves(rollout, first):
         assert robot["release_before"] is None and robot["release_after"] == "v1.0.0", (name, robot)
         assert robot["bytes_staged"] == full, (name, robot["bytes_staged"], full)
         assert robot["engines"] == {"digits": "built"}, (name, robot["engines"])
+        # the engine the app loads is the one the trt_engine build reported and gated
+        loaded = json.loads(sh(rollout.fleet, name, "cat /opt/edge-app/shared/engines/active.json").stdout)
+        assert loaded["engines"]["digits"]["fingerprint"] == robot["engine_fingerprints"]["digits"], name
+        assert loaded["engines"]["digits"]["artifact"].startswith("/var/lib/edge-deploy/engines/digits/")
         assert robot["health"] == "passed" and robot["activation_s"] > 0, (name, robot)
         assert robot["timings"]["total"] > 0 and "Activate in waves" in robot["timings"], robot["timings"]
     summary = (Path(rollout.tmp) / "reports-1").glob("*/summary.txt")
