@@ -101,6 +101,13 @@ def run_demo(robots: int = 6) -> int:
     )
 
     repository = demo_repository(paths.SIM_STATE / "releases")
+    # After the demo the mission's own command works as typed against this fleet:
+    #   ansible-playbook deploy.yml -l orin_nx_robots -e release=v1.1.0
+    fleet.write_vars(
+        "demo-releases",
+        {"release_repository": repository},
+        "the demo's signed repository, so that deploy.yml needs only -e release=TAG",
+    )
     console.print(
         "signed releases %s in %s"
         % (", ".join(tag for tag, _ in DEMO_RELEASES), repository.replace(str(paths.REPO) + "/", ""))

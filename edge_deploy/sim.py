@@ -256,3 +256,11 @@ class Fleet:
         if self.inventory_dir != paths.SIM_INVENTORY and not group_vars.exists():
             group_vars.symlink_to(paths.SIM_INVENTORY / "group_vars")
         return self.inventory
+
+    def write_vars(self, name: str, values: dict, why: str) -> Path:
+        """Fleet-wide variables in an inventory file of their own beside hosts.yml (Ansible reads every
+        file of an inventory folder), e.g. the signed repository the demo made."""
+        path = self.inventory_dir / ("%s.yml" % name)
+        self.inventory_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text("# Written by edge-deploy: %s\n" % why + yaml.safe_dump({"all": {"vars": values}}))
+        return path
