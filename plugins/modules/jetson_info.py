@@ -1,9 +1,10 @@
 #!/usr/bin/python
 """Read what a Jetson says about itself: L4T release, packages, CUDA, module.
 
-The parsing and the tables are edge_common/identity.py, shipped with this module as the role's
-module_utils `jetson_identity` (a symlink to that file), so the facts this module returns and the
-identity engine_builder fingerprints engines with are one answer.
+The parsing and the tables are this collection's module_utils `jetson_identity`
+(plugins/module_utils/jetson_identity.py), which the Python packages import as edge_common.identity
+(a symlink to it), so the facts this module returns and the identity engine_builder fingerprints
+engines with are one answer.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ description:
     from the device tree C(compatible) property or, when the device tree cannot
     be read, from C(/etc/nv_boot_control.conf) (its C(TNSPEC) line).
   - Derives JetPack, the expected TensorRT, the module name and class and the
-    GPU SM from the tables of C(edge_common/identity.py), the one place every
-    part of Edge Deploy reads a robot's identity from.
+    GPU SM from the tables of the collection's module_utils C(jetson_identity)
+    (C(edge_common.identity) to the Python side), the one place every part of
+    Edge Deploy reads a robot's identity from.
   - Reads only; never changes the host. Works on any Linux host and says
     C(is_jetson=false) where there is no L4T release file.
 options:
@@ -44,7 +46,7 @@ author: Edge Deploy
 
 EXAMPLES = r"""
 - name: Read the Jetson's identity
-  jetson_info:
+  edge_deploy.jetson.jetson_info:
   register: jetson_facts__info
 """
 
@@ -100,8 +102,8 @@ jetson:
 """
 
 try:
-    from ansible.module_utils.jetson_identity import identity
-except ImportError:  # imported outside Ansible (unit tests): the same file, from the repository
+    from ansible_collections.edge_deploy.jetson.plugins.module_utils.jetson_identity import identity
+except ImportError:  # loaded by path outside Ansible (unit tests): the same file, as edge_common.identity
     from edge_common.identity import identity
 
 

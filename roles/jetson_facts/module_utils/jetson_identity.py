@@ -1,1 +1,0 @@
-../../../edge_common/identity.py
