@@ -1,0 +1,1 @@
+../plugins/module_utils/jetson_identity.py
