@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
-export CONTAINERS_CONF := $(CURDIR)/tests/sim/containers.conf
+export CONTAINERS_CONF := $(CURDIR)/edge_deploy/simdata/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export ANSIBLE_FORCE_COLOR ?= 0
-SIM_TAG = $(shell tests/sim/build-image --tag)
-SIM_BASE_TAG = $(shell tests/sim/build-image --base-tag)
+SIM_TAG = $(shell bash edge_deploy/simdata/build-image --tag)
+SIM_BASE_TAG = $(shell bash edge_deploy/simdata/build-image --base-tag)
 # The longest scenarios first, so that the two at a time finish together.
 MOLECULE_SCENARIOS ?= release base $(filter-out release base,$(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 MOLECULE_JOBS ?= 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from edge_deploy import __version__
@@ -48,12 +49,12 @@ def _status(args: argparse.Namespace) -> int:
     from edge_deploy import paths, status
     from edge_deploy.runner import wide_console
 
-    inventory = args.inventory or str(paths.REPO / "inventory" / "sim")
+    inventory = args.inventory or str(paths.sim_inventory())
     found = status.fleet_status(inventory, args.limit)
     if not found["robots"]:
         print("no robots matched in %s%s" % (inventory, " (-l %s)" % args.limit if args.limit else ""))
         return 1
-    saved = status.write(found, paths.REPORTS / "status")
+    saved = status.write(found, paths.reports_dir() / "status")
     if args.json:
         print(json.dumps(found, indent=2, sort_keys=True))
     else:
@@ -72,11 +73,17 @@ def _demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-deploy", description=__doc__)
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument("--state-dir", help="simulated fleets and the demo's releases "
+                        "(env EDGE_DEPLOY_STATE; default ./.sim)")
+    parser.add_argument("--reports-dir", help="run, engine and status reports (env EDGE_DEPLOY_REPORTS; "
+                        "default ./reports)")
+    parser.add_argument("--sim-inventory", help="the simulated fleet's inventory folder (env "
+                        "EDGE_DEPLOY_INVENTORY; default ./inventory/sim)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sim = commands.add_parser("sim", help="start, stop or list the simulated Jetson fleet")
     sim.add_argument("sim_command", choices=("up", "down", "status"))
-    sim.add_argument("--fleet", default="sim", help="fleet name (default: sim, inventory in inventory/sim)")
+    sim.add_argument("--fleet", default="sim", help="fleet name (default: sim, inventory in --sim-inventory)")
     sim.add_argument("--robots", type=int, default=6, help="how many robots (default 6)")
     sim.add_argument("--profiles", help="comma-separated profile mix (default: Orin Nano, NX, AGX)")
     sim.add_argument("--json", action="store_true", help="print the fleet as JSON")
@@ -100,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Flags win over the environment; edge_deploy.paths reads both (and children inherit them).
+    for flag, variable in (("state_dir", "EDGE_DEPLOY_STATE"), ("reports_dir", "EDGE_DEPLOY_REPORTS"),
+                           ("sim_inventory", "EDGE_DEPLOY_INVENTORY")):
+        if getattr(args, flag, None):
+            os.environ[variable] = os.path.abspath(getattr(args, flag))
     return args.func(args)
 
 

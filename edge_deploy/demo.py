@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 from edge_deploy import paths, status
 from edge_deploy.runner import run_playbook, wide_console
@@ -16,7 +17,7 @@ COLUMNS = ("module_name", "l4t", "jetpack", "tensorrt", "python", "supported")
 
 def engine_reports(robot: str) -> dict:
     """The trt_engine reports the run left on the controller for one robot, by model name."""
-    folder = paths.REPORTS / robot / "engines"
+    folder = paths.reports_dir() / robot / "engines"
     return {path.stem: json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))}
 
 
@@ -70,10 +71,18 @@ def demo_repository(root) -> str:
     for tag, config in DEMO_RELEASES:
         if tag in signed:
             continue
-        src = bundle.variant(str(paths.REPO / "examples" / "sample_app"), str(root / "src" / tag), config)
+        src = bundle.variant(str(paths.EXAMPLES / "sample_app"), str(root / "src" / tag), config)
         built = bundle.build(str(src), tag, str(root / "build"))
         repo.add_release(built["path"])
     return str(root / "repo")
+
+
+def _here(path) -> str:
+    """A path as the user would type it from the working directory."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def latest_rollout_summary(folder) -> str:
@@ -87,8 +96,9 @@ def run_demo(robots: int = 6) -> int:
     console = wide_console()
     fleet = Fleet("sim")
     started = time.monotonic()
-    shutil.rmtree(paths.REPORTS / "demo", ignore_errors=True)
-    (paths.REPORTS / "demo").mkdir(parents=True)
+    reports = paths.reports_dir() / "demo"
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.mkdir(parents=True)
     try:
         with console.status("starting %d simulated Jetsons" % robots):
             fleet.up(robots)
@@ -97,10 +107,10 @@ def run_demo(robots: int = 6) -> int:
         return 1
     console.print(
         "fleet up: %d robots in %.1f s, inventory %s"
-        % (robots, time.monotonic() - started, fleet.inventory.relative_to(paths.REPO))
+        % (robots, time.monotonic() - started, _here(fleet.inventory))
     )
 
-    repository = demo_repository(paths.SIM_STATE / "releases")
+    repository = demo_repository(paths.state_dir() / "releases")
     # After the demo the mission's own command works as typed against this fleet:
     #   ansible-playbook deploy.yml -l orin_nx_robots -e release=v1.1.0
     fleet.write_vars(
@@ -110,12 +120,12 @@ def run_demo(robots: int = 6) -> int:
     )
     console.print(
         "signed releases %s in %s"
-        % (", ".join(tag for tag, _ in DEMO_RELEASES), repository.replace(str(paths.REPO) + "/", ""))
+        % (", ".join(tag for tag, _ in DEMO_RELEASES), _here(repository))
     )
     # Provisioning builds the first release's engines ahead of its rollout: the rollouts find
     # them in each robot's engine store (one build per model and robot in the whole story).
     result = run_playbook(
-        paths.PLAYBOOKS / "site.yml",
+        "edge_deploy.jetson.site",
         fleet.inventory,
         title="1/5 provision and build the engines of v1.0.0 (site.yml)",
         extravars={"release": "v1.0.0", "release_repository": repository},
@@ -150,21 +160,21 @@ def run_demo(robots: int = 6) -> int:
         return _failed(console, result)
 
     story = (
-        ("deploy.yml", {"release": "v1.0.0"}, "2/5 roll out v1.0.0 in waves", True),
-        ("deploy.yml", {"release": "v1.1.0"}, "3/5 roll out v1.1.0 in waves", True),
+        ("edge_deploy.jetson.deploy", {"release": "v1.0.0"}, "2/5 roll out v1.0.0 in waves", True),
+        ("edge_deploy.jetson.deploy", {"release": "v1.1.0"}, "3/5 roll out v1.1.0 in waves", True),
         (
-            "deploy.yml",
+            "edge_deploy.jetson.deploy",
             {"release": "v1.2.0"},
             "4/5 roll out v1.2.0, whose health check fails: the canary "
             "rolls itself back and the rollout stops",
             False,
         ),
-        ("rollback.yml", {}, "5/5 roll every robot back to the previous tag (v1.0.0)", True),
+        ("edge_deploy.jetson.rollback", {}, "5/5 roll every robot back to the previous tag (v1.0.0)", True),
     )
     for number, (playbook, extra, title, should_pass) in enumerate(story, start=2):
-        step_reports = paths.REPORTS / "demo" / ("step-%d" % number)
+        step_reports = reports / ("step-%d" % number)
         step = run_playbook(
-            paths.REPO / playbook,
+            playbook,
             fleet.inventory,
             title=title,
             extravars=dict(DEMO_VARS, release_repository=repository, **extra),
@@ -197,11 +207,11 @@ def run_demo(robots: int = 6) -> int:
         % ", ".join("%s %d" % item for item in builds.items())
     )
     report["duration_s"] = round(time.monotonic() - started, 1)
-    out = paths.REPORTS / "demo"
+    out = reports
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
     console.print(
         "report: %s; rollout timelines: reports/demo/step-*/*/timeline.png; %.0f s in all"
-        % ((out / "report.json").relative_to(paths.REPO), report["duration_s"])
+        % (_here(out / "report.json"), report["duration_s"])
     )
     return 0
 

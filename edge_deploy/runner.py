@@ -59,6 +59,17 @@ def _table(title: str, progress: dict):
     return table
 
 
+ROLLOUT_REPORT = "edge_deploy.jetson.rollout_report"
+
+
+def _playbook(playbook: str | Path) -> str:
+    """A collection's playbook by name (edge_deploy.jetson.deploy) as it is, a file by its path."""
+    text = str(playbook)
+    if "/" not in text and not text.endswith((".yml", ".yaml")) and text.count(".") >= 2:
+        return text
+    return str(Path(text).resolve())
+
+
 def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None = None,
                  extravars: dict[str, Any] | None = None, quiet: bool = False,
                  title: str | None = None, report_dir: str | Path | None = None) -> PlaybookResult:
@@ -71,13 +82,10 @@ def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None 
     facts: dict[str, dict] = {}
     data_dir = Path(tempfile.mkdtemp(prefix="edge-deploy-run-"))
     env = {
-        "ANSIBLE_CONFIG": str(paths.REPO / "ansible.cfg"),
-        "ANSIBLE_ROLES_PATH": str(paths.REPO / "roles"),
-        "ANSIBLE_ACTION_PLUGINS": str(paths.REPO / "plugins" / "action"),
-        "ANSIBLE_LIBRARY": str(paths.REPO / "plugins" / "modules"),
-        "ANSIBLE_FILTER_PLUGINS": str(paths.REPO / "plugins" / "filter"),
-        "ANSIBLE_CALLBACK_PLUGINS": str(paths.REPO / "plugins" / "callback"),
-        "EDGE_ROLLOUT_REPORT_DIR": str(report_dir or paths.REPORTS / "rollouts"),
+        # The user's ansible.cfg (in the working directory, as for ansible-playbook) decides the
+        # rest: inventory defaults, collections path (a clone finds its own collection there).
+        "ANSIBLE_CALLBACKS_ENABLED": ROLLOUT_REPORT,
+        "EDGE_ROLLOUT_REPORT_DIR": str(report_dir or paths.reports_dir() / "rollouts"),
         # ansible-playbook sits beside the interpreter running us (the venv).
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
@@ -117,9 +125,9 @@ def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None 
         live.start()
     try:
         result = ansible_runner.run(
-            private_data_dir=str(data_dir), playbook=str(Path(playbook).resolve()),
+            private_data_dir=str(data_dir), playbook=_playbook(playbook),
             inventory=str(Path(inventory).resolve()), limit=limit, extravars=extravars or {},
-            envvars=env, quiet=True, event_handler=on_event, project_dir=str(paths.REPO),
+            envvars=env, quiet=True, event_handler=on_event, project_dir=os.getcwd(),
         )
     finally:
         if live is not None:

@@ -2,7 +2,7 @@
 
 Each robot is a container running systemd as PID 1, sshd published on a
 loopback port, and the Jetson userland simulators of one profile
-(tests/sim/profiles). The fleet gets its own SSH key and known_hosts file, and
+(edge_deploy/simdata/profiles, package data). The fleet gets its own SSH key and known_hosts file, and
 an Ansible inventory grouped like production (orin_nano_robots, ...).
 """
 
@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -58,9 +59,15 @@ def podman(*args: str, check: bool = True, input_text: str | None = None,
     return result
 
 
+def build_images(*args: str, capture: bool = True) -> str:
+    """The image recipe (package data): builds what is missing, or with --tag prints the tag."""
+    env = dict(os.environ, EDGE_SIM_PYTHON=os.environ.get("EDGE_SIM_PYTHON") or sys.executable)
+    return subprocess.run(["bash", str(paths.BUILD_IMAGE), *args], check=True, env=env,
+                          capture_output=capture, text=True).stdout or ""
+
+
 def image_tag() -> str:
-    return subprocess.run([str(paths.SIM_DIR / "build-image"), "--tag"], check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return build_images("--tag").strip()
 
 
 def profiles() -> dict:
@@ -87,9 +94,9 @@ class Fleet:
     def __init__(self, name: str = "sim", state_dir: Path | None = None,
                  inventory_dir: Path | None = None):
         self.name = name
-        self.state_dir = state_dir or paths.SIM_STATE / name
+        self.state_dir = state_dir or paths.state_dir() / name
         if inventory_dir is None:
-            inventory_dir = paths.SIM_INVENTORY if name == "sim" else self.state_dir / "inventory"
+            inventory_dir = paths.sim_inventory() if name == "sim" else self.state_dir / "inventory"
         self.inventory_dir = inventory_dir
         self.key = self.state_dir / "id_ed25519"
         self.known_hosts = self.state_dir / "known_hosts"
@@ -131,9 +138,13 @@ class Fleet:
         known = profiles()
         missing = sorted({p for _, p in self.plan(count, mix)
                           if podman("image", "exists", image_for(p, tag), check=False).returncode})
-        if missing:
-            raise SimError("simulated Jetson image(s) missing for %s: run tests/sim/build-image "
-                           "(or make setup)" % ", ".join(missing))
+        if missing:  # built once per machine (debootstrap, a few minutes), cached by recipe
+            try:
+                build_images(capture=False)
+            except subprocess.CalledProcessError as exc:
+                raise SimError("could not build the simulated Jetson image(s) for %s (see above); "
+                               "`edge-deploy sim up` needs root, podman, runc and debootstrap "
+                               "(make setup installs them)" % ", ".join(missing)) from exc
         robots = []
         for host, profile in self.plan(count, mix):
             robot = Robot(name=host, profile=profile, group=known[profile]["inventory_group"],
@@ -252,9 +263,12 @@ class Fleet:
         self.inventory_dir.mkdir(parents=True, exist_ok=True)
         header = "# Written by `edge-deploy sim up` for the simulated fleet %r; do not edit.\n" % self.name
         self.inventory.write_text(header + yaml.safe_dump(inventory, sort_keys=False))
+        # The simulated fleet's settings are package data: linked, so an upgrade brings new ones.
         group_vars = self.inventory_dir / "group_vars"
-        if self.inventory_dir != paths.SIM_INVENTORY and not group_vars.exists():
-            group_vars.symlink_to(paths.SIM_INVENTORY / "group_vars")
+        if group_vars.is_symlink() and group_vars.resolve() != paths.SIM_GROUP_VARS:
+            group_vars.unlink()
+        if not group_vars.exists():
+            group_vars.symlink_to(paths.SIM_GROUP_VARS)
         return self.inventory
 
     def write_vars(self, name: str, values: dict, why: str) -> Path:

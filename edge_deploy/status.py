@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edge_deploy import paths
-
 COLUMNS = ("robot", "module", "jetpack", "current", "previous", "kept", "bad", "service", "last", "pull")
 
 
@@ -80,7 +78,7 @@ def fleet_status(inventory: str, limit: Optional[str] = None) -> Dict[str, Any]:
     from edge_deploy.runner import run_playbook
 
     result = run_playbook(
-        paths.REPO / "playbooks" / "status.yml", inventory, limit=limit, quiet=True, title="status"
+        "edge_deploy.jetson.status", inventory, limit=limit, quiet=True, title="status"
     )
     robots = {
         name: robot_row(name, result.facts.get(name), reachable=not progress.unreachable)

@@ -10,9 +10,9 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from edge_common import compat
-from edge_deploy import paths
+from tests.repo import REPO
 
-FILTER = paths.REPO / "plugins" / "filter" / "release_compat.py"
+FILTER = REPO / "plugins" / "filter" / "release_compat.py"
 spec = importlib.util.spec_from_file_location("release_compat", FILTER)
 plugin = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plugin)

@@ -20,6 +20,7 @@ import pytest
 from edge_common import compat, identity
 from edge_deploy import paths
 from engine_builder import device
+from tests.repo import REPO
 
 ONE_ANSWER = ("is_jetson", "l4t", "l4t_major", "jetpack", "expected_tensorrt", "module_part", "module_name",
               "module_class", "memory_gb", "soc", "sm", "arch")  # fmt: skip
@@ -40,7 +41,7 @@ def compatible(carrier: str, module: str, soc: str = "tegra234") -> str:
 
 
 def profile_captures():
-    """The simulator's profiles, as tests/sim/.../apply-profile turns them into files."""
+    """The simulator's profiles, as edge_deploy/simdata/.../apply-profile turns them into files."""
     found = []
     for path in sorted(paths.SIM_PROFILES.glob("*.json")):
         profile = json.loads(path.read_text())
@@ -213,15 +214,15 @@ def test_every_module_of_the_table_has_a_known_class_and_board():
 
 
 def test_the_role_module_utils_is_this_file():
-    shipped = paths.REPO / "roles" / "jetson_facts" / "module_utils" / "jetson_identity.py"
+    shipped = REPO / "roles" / "jetson_facts" / "module_utils" / "jetson_identity.py"
     assert shipped.is_symlink() and not os.path.isabs(os.readlink(str(shipped)))
-    assert shipped.resolve() == (paths.REPO / "edge_common" / "identity.py").resolve()
+    assert shipped.resolve() == (REPO / "edge_common" / "identity.py").resolve()
 
 
 def test_identity_parses_as_python_38():
     import ast
 
-    source = (paths.REPO / "edge_common" / "identity.py").read_text()
+    source = (REPO / "edge_common" / "identity.py").read_text()
     ast.parse(source, feature_version=(3, 8))
     assert ".removeprefix(" not in source and ".removesuffix(" not in source
 
@@ -249,7 +250,7 @@ def test_the_role_saves_the_same_identity_through_ansible(tmp_path):
                         "check_mode": False}],
     }]))  # fmt: skip
     config = tmp_path / "ansible.cfg"  # not the repository's: no rollout report callback
-    config.write_text("[defaults]\nroles_path = %s\n" % (paths.REPO / "roles"))
+    config.write_text("[defaults]\nroles_path = %s\n" % (REPO / "roles"))
     env = dict(os.environ, ANSIBLE_CONFIG=str(config), ANSIBLE_NOCOLOR="1")
     run = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",

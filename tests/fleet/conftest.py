@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_deploy import paths
 from edge_deploy.sim import Fleet, podman
+from tests.repo import REPO
 
 FLEET_MIX = ("orin-nano-8gb-jp512", "orin-nx-16gb-jp60", "agx-orin-64gb-jp62", "xavier-nx-jp46")
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
@@ -36,11 +36,11 @@ class FleetRun:
         return "orin_nano_robots:orin_nx_robots:agx_orin_robots"
 
     def playbook(self, playbook: str, *args: str, check: bool = False) -> PlaybookRun:
-        env = dict(os.environ, ANSIBLE_CONFIG=str(paths.REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_FORCE_COLOR="0",
                    ANSIBLE_NOCOLOR="1")
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        argv = ["ansible-playbook", "-i", str(self.fleet.inventory_dir), str(paths.REPO / playbook), *args]
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=paths.REPO, timeout=900)
+        argv = ["ansible-playbook", "-i", str(self.fleet.inventory_dir), str(REPO / playbook), *args]
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
         run = PlaybookRun(result)
         if check and result.returncode != 0:
             raise AssertionError("%s failed (rc=%d):\n%s"
@@ -48,12 +48,12 @@ class FleetRun:
         return run
 
     def ansible(self, pattern: str, module: str, args: str = "") -> subprocess.CompletedProcess:
-        env = dict(os.environ, ANSIBLE_CONFIG=str(paths.REPO / "ansible.cfg"))
+        env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
         argv = [str(Path(sys.executable).parent / "ansible"), "-i", str(self.fleet.inventory_dir), pattern,
                 "-m", module]
         if args:
             argv += ["-a", args]
-        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=paths.REPO, timeout=300)
+        return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
     def exec(self, robot: str, *argv: str, input_text: str | None = None) -> subprocess.CompletedProcess:
         return podman("exec", "-i", self.robots[robot].container, *argv, check=False, input_text=input_text)

@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 
-from edge_deploy import paths
+from tests.repo import REPO
 
 from .test_release_fleet import Releases
 
-DIGITS = paths.REPO / "examples" / "digits"
+DIGITS = REPO / "examples" / "digits"
 ROBOTS = ("nano-01", "nx-01", "agx-01")
 STORE = "/var/lib/edge-test-engines"
 GOLDEN = {"samples": "models/digits_golden.npz", "max_abs_error": 2.0, "p99_ms": 5000, "iterations": 20}

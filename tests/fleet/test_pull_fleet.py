@@ -21,6 +21,7 @@ import pytest
 
 from edge_deploy import paths
 from edge_deploy.sim import podman
+from tests.repo import REPO
 from tests.tls import throwaway_ca
 
 from .test_release_fleet import ROLE_VARS, Releases, agent, sh, status, wait_for
@@ -163,7 +164,7 @@ def test_https_repository_signed_by_a_private_ca(pull, tmp_path):
     ca, cert, key = throwaway_ca(tmp_path)
     container = pull.fleet.robots[ROBOT].container
     sh(pull.fleet, ROBOT, "rm -rf %s && mkdir -p %s" % (TLS_DIR, TLS_DIR))
-    for path in (ca, cert, key, paths.REPO / "tests" / "https_server.py"):
+    for path in (ca, cert, key, REPO / "tests" / "https_server.py"):
         podman("cp", str(path), "%s:%s/" % (container, TLS_DIR))
     url = "https://127.0.0.1:%d/" % HTTPS_PORT
     server = sh(
@@ -215,8 +216,8 @@ VENV_PYTHON = "/opt/edge-agent/venv/bin/python"
 
 
 def tuf_wheel(tmp: Path) -> Path:
-    """The robot image's own python-tuf wheel (kept by tests/sim/build-image), else PyPI's."""
-    pinned = next(line.strip() for line in (paths.REPO / "requirements/constraints.txt").open()
+    """The robot image's own python-tuf wheel (kept by the image recipe), else PyPI's."""
+    pinned = next(line.strip() for line in (paths.SIM_DIR / "image" / "wheels.txt").open()
                   if line.lower().startswith("tuf=="))
     cache = Path(os.environ.get("EDGE_SIM_CACHE", "/var/cache/edge-deploy")) / "wheels"
     name = "tuf-%s-py3-none-any.whl" % pinned.split("==")[1]

@@ -23,6 +23,7 @@ from edge_deploy import paths
 from edge_deploy.release import bundle
 from edge_deploy.release.repo import ReleaseRepository
 from edge_deploy.sim import podman
+from tests.repo import REPO
 
 ROBOT = "nx-01"
 AGENT = ["/opt/edge-agent/venv/bin/python", "/opt/edge-agent/edge-agent.pyz"]
@@ -48,7 +49,7 @@ class Releases:
 
     def source(self, tag: str, config=None, **manifest) -> Path:
         return bundle.variant(
-            str(paths.REPO / "examples" / "sample_app"), str(self.tmp / ("src-" + tag)), config, **manifest
+            str(REPO / "examples" / "sample_app"), str(self.tmp / ("src-" + tag)), config, **manifest
         )
 
     def publish(self, tag: str, repo: ReleaseRepository = None, **kwargs) -> None:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_deploy import paths
 from edge_deploy.release import bundle
 from edge_deploy.sim import DEFAULT_MIX, Fleet, podman
+from tests.repo import REPO
 
 from .conftest import FleetRun
 from .test_release_fleet import AGENT, CONFIG, Releases, sh, wait_for
@@ -112,7 +112,7 @@ class Rollout:
 def publish(releases: Releases, tag: str, **kwargs) -> None:
     """The sample app with a loose latency target: six robots share the test machine's cores, and
     a p99 gate failing under that load is not what these tests look at."""
-    models = bundle.load_source_manifest(paths.REPO / "examples" / "sample_app")["models"]
+    models = bundle.load_source_manifest(REPO / "examples" / "sample_app")["models"]
     for model in models:
         model["golden"]["p99_ms"] = 5000
     releases.publish(tag, models=models, **kwargs)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_deploy import paths
+from tests.repo import REPO
 
 from .test_release_fleet import AGENT, CONFIG
 
@@ -19,7 +19,7 @@ def test_status_matches_every_robots_agent(fleet):
         [sys.executable, "-m", "edge_deploy", "status", "-i", str(fleet.fleet.inventory_dir), "--json"],
         capture_output=True,
         text=True,
-        cwd=paths.REPO,
+        cwd=REPO,
         env=env,
         timeout=600,
         check=False,

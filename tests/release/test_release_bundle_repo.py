@@ -74,9 +74,9 @@ def test_agent_zip_is_reproducible_and_has_both_packages(tmp_path):
 
 
 def test_variant_of_the_sample_app_builds_with_its_overrides(tmp_path):
-    from edge_deploy import paths
+    from tests.repo import REPO
 
-    sample = paths.REPO / "examples" / "sample_app"
+    sample = REPO / "examples" / "sample_app"
     src = bundle.variant(str(sample), str(tmp_path / "src"), {"fault": "unhealthy"}, watchdog_seconds=7)
     built = bundle.build(str(src), "v9.0.0", str(tmp_path / "out"))
     assert built["watchdog_seconds"] == 7 and "assets" not in built

@@ -7,10 +7,10 @@ import importlib.util
 import pytest
 from ansible.errors import AnsibleFilterError
 
-from edge_deploy import paths
+from tests.repo import REPO
 
 spec = importlib.util.spec_from_file_location(
-    "newest_version", paths.REPO / "plugins" / "filter" / "newest_version.py"
+    "newest_version", REPO / "plugins" / "filter" / "newest_version.py"
 )
 plugin = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plugin)

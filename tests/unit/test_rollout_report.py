@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-from edge_deploy import paths, report
+from edge_deploy import report
 from edge_deploy.runner import run_playbook
+from tests.repo import REPO
 
 RECORDED = {
     "playbook": "deploy.yml",
@@ -233,10 +234,10 @@ def test_waves_start_at_one_after_an_unreachable_first_robot(tmp_path):
             json.dumps({"rollout_waves": DEMO_WAVES, "bad": []}),
             str(playbook),
         ],
-        cwd=paths.REPO,
+        cwd=REPO,
         env=dict(
             os.environ,
-            ANSIBLE_CONFIG=str(paths.REPO / "ansible.cfg"),
+            ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
             EDGE_ROLLOUT_REPORT_DIR=str(tmp_path / "reports"),
             ANSIBLE_NOCOLOR="1",
         ),
@@ -263,7 +264,7 @@ def test_a_rolled_back_robot_says_which_release_it_tried_and_which_it_runs(demo)
 
 
 def _callback_module():
-    path = paths.REPO / "plugins" / "callback" / "rollout_report.py"
+    path = REPO / "plugins" / "callback" / "rollout_report.py"
     spec = importlib.util.spec_from_file_location("rollout_report_callback", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from edge_deploy import paths
+from tests.repo import REPO
 
 ROBOTS = ["r1", "r2", "r3", "r4", "r5", "r6"]
 PLAYBOOK = """
@@ -59,7 +59,7 @@ def play(tmp_path, waves, bad, **extra):
     (tmp_path / "play.yml").write_text(PLAYBOOK.format(waves=json.dumps(waves)))
     env = dict(
         os.environ,
-        ANSIBLE_CONFIG=str(paths.REPO / "ansible.cfg"),
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         EDGE_ROLLOUT_REPORT_DIR=str(tmp_path / "reports"),
         ANSIBLE_NOCOLOR="1",
     )
@@ -73,7 +73,7 @@ def play(tmp_path, waves, bad, **extra):
             json.dumps(variables),
             str(tmp_path / "play.yml"),
         ],
-        cwd=paths.REPO,
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

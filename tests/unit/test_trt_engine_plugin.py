@@ -10,16 +10,16 @@ import zipfile
 import pytest
 
 from edge_common import pack
-from edge_deploy import paths
 from engine_builder.ensure import choose_backend, resolve_precision
 from engine_builder.errors import BuildError, UsageError
+from tests.repo import REPO
 
 spec = importlib.util.spec_from_file_location(
-    "trt_engine_action", paths.REPO / "plugins/action/trt_engine.py"
+    "trt_engine_action", REPO / "plugins/action/trt_engine.py"
 )
 trt_engine = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(trt_engine)
-DIGITS = paths.REPO / "examples" / "digits"
+DIGITS = REPO / "examples" / "digits"
 
 BACKENDS = {
     "tensorrt": {"available": False, "reason": "Python package 'tensorrt' is not installed"},

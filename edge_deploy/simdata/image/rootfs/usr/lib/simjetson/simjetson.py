@@ -3,7 +3,7 @@
 Nothing here is NVIDIA software. These simulators stand in for nvpmodel,
 jetson_clocks and tegrastats inside podman containers so that roles can be
 converged for real; they keep state across restarts and print the formats
-recorded from real devices (see tests/sim/README.md).
+recorded from real devices (tests/fleet/test_simulators.py holds them to those formats).
 """
 
 import json
