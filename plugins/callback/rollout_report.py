@@ -26,9 +26,11 @@ requirements:
   - matplotlib on the controller for the picture (the JSON and text are written without it)
 options:
   report_dir:
-    description: Folder that receives one sub-folder per run.
+    description:
+      - Folder that receives one sub-folder per run.
+      - When unset, C(rollouts) below the folder the environment variable C(EDGE_DEPLOY_REPORTS) names
+        (the root of every Edge Deploy report), else C(reports/rollouts) below the working directory.
     type: path
-    default: reports/rollouts
     env:
       - name: EDGE_ROLLOUT_REPORT_DIR
     ini:
@@ -49,7 +51,7 @@ INCLUDES = ("include_role", "include_tasks")
 class CallbackModule(CallbackBase):
     CALLBACK_VERSION = 2.0
     CALLBACK_TYPE = "aggregate"
-    CALLBACK_NAME = "rollout_report"
+    CALLBACK_NAME = "edge_deploy.jetson.rollout_report"
     CALLBACK_NEEDS_ENABLED = True
 
     def __init__(self, *args, **kwargs):
@@ -169,7 +171,10 @@ class CallbackModule(CallbackBase):
         return timings
 
     def v2_playbook_on_stats(self, stats):
-        folder = os.path.join(self.get_option("report_dir"), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+        root = self.get_option("report_dir") or os.path.join(
+            os.environ.get("EDGE_DEPLOY_REPORTS") or "reports", "rollouts"
+        )
+        folder = os.path.join(root, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
         os.makedirs(folder, exist_ok=True)
         report = {
             "playbook": self.playbook,

@@ -22,7 +22,7 @@ options:
 EXAMPLES = r"""
 - name: The newest release any targeted robot runs
   ansible.builtin.debug:
-    msg: "{{ ['v1.2.9', 'v1.2.10', 'v1.3.0-rc1'] | newest_version }}"  # v1.3.0-rc1
+    msg: "{{ ['v1.2.9', 'v1.2.10', 'v1.3.0-rc1'] | edge_deploy.jetson.newest_version }}"  # v1.3.0-rc1
 """
 
 RETURN = r"""

@@ -46,7 +46,8 @@ EXAMPLES = r"""
   vars:
     rollout__refusal: >-
       {{ ansible_local.jetson | default({})
-         | release_refusal(manifest.compatible | default({}), 'myapp v1.2.0', inventory_hostname) }}
+         | edge_deploy.jetson.release_refusal(manifest.compatible | default({}), 'myapp v1.2.0',
+                                              inventory_hostname) }}
 """
 
 RETURN = r"""

@@ -1,9 +1,10 @@
 """What a Jetson is: one parser and one set of tables for every consumer.
 
-The jetson_facts role's `jetson_info` module (shipped to robots as the Ansible module_utils
-`jetson_identity`, a symlink to this file), engine_builder's device probe (the engine fingerprint)
-and, through the saved fact file, the release compatibility rule (edge_common.compat) all read the
-robot's identity from here, so they cannot disagree on what a robot is.
+The collection's `jetson_info` module (this file is its module_utils `jetson_identity`, shipped to
+robots with it), engine_builder's device probe (the engine fingerprint; the Python packages import
+this file as edge_common.identity, a symlink to it) and, through the saved fact file, the release
+compatibility rule (edge_common.compat) all read the robot's identity from here, so they cannot
+disagree on what a robot is.
 
 Read from the device's own files, never guessed: `/etc/nv_tegra_release` for L4T, the device tree's
 `compatible` for the module part number and SoC, `/etc/nv_boot_control.conf` (TNSPEC, TEGRA_CHIPID)

@@ -89,7 +89,7 @@ author: Edge Deploy
 
 EXAMPLES = r"""
 - name: Build the detector engine on every Orin NX
-  trt_engine:
+  edge_deploy.jetson.trt_engine:
     spec:
       name: detector
       onnx: models/detector.qdq.onnx
@@ -101,7 +101,7 @@ EXAMPLES = r"""
   throttle: 4
 
 - name: Would a build happen? (nothing is built in check mode)
-  trt_engine:
+  edge_deploy.jetson.trt_engine:
     spec: {name: digits, onnx: digits.onnx}
     src_dir: examples/digits
   check_mode: true
