@@ -8,19 +8,25 @@ compatibility rule's view of the saved fact must then say the same thing about i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 
-import jetson_info
 import pytest
 
 from edge_common import compat, identity
 from edge_deploy import paths
 from engine_builder import device
 from tests.repo import REPO
+
+# The collection's module, loaded from its file (outside Ansible it imports its module_utils as
+# edge_common.identity, the same file).
+spec = importlib.util.spec_from_file_location("jetson_info", REPO / "plugins" / "modules" / "jetson_info.py")
+jetson_info = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(jetson_info)
 
 ONE_ANSWER = ("is_jetson", "l4t", "l4t_major", "jetpack", "expected_tensorrt", "module_part", "module_name",
               "module_class", "memory_gb", "soc", "sm", "arch")  # fmt: skip
@@ -213,16 +219,21 @@ def test_every_module_of_the_table_has_a_known_class_and_board():
         assert module["class"] in ("orin_nano", "orin_nx", "agx_orin", "xavier_nx"), part
 
 
-def test_the_role_module_utils_is_this_file():
-    shipped = REPO / "roles" / "jetson_facts" / "module_utils" / "jetson_identity.py"
-    assert shipped.is_symlink() and not os.path.isabs(os.readlink(str(shipped)))
-    assert shipped.resolve() == (REPO / "edge_common" / "identity.py").resolve()
+def test_edge_common_identity_is_the_collection_module_utils():
+    # The collection tarball leaves edge_common out: the real file is the module_utils, and
+    # edge_common/identity.py a relative symlink to it (the wheel and the agent zip copy its content).
+    shipped = REPO / "plugins" / "module_utils" / "jetson_identity.py"
+    python_side = REPO / "edge_common" / "identity.py"
+    assert not shipped.is_symlink()
+    assert python_side.is_symlink() and not os.path.isabs(os.readlink(str(python_side)))
+    assert python_side.resolve() == shipped.resolve()
+    assert identity.__file__ == str(python_side)
 
 
 def test_identity_parses_as_python_38():
     import ast
 
-    source = (REPO / "edge_common" / "identity.py").read_text()
+    source = (REPO / "plugins" / "module_utils" / "jetson_identity.py").read_text()
     ast.parse(source, feature_version=(3, 8))
     assert ".removeprefix(" not in source and ".removesuffix(" not in source
 
@@ -230,7 +241,8 @@ def test_identity_parses_as_python_38():
 @pytest.mark.skipif(shutil.which("ansible-playbook", path=os.path.dirname(sys.executable)) is None,
                     reason="ansible-playbook is not installed beside this Python")  # fmt: skip
 def test_the_role_saves_the_same_identity_through_ansible(tmp_path):
-    """The role's detect tasks, run by Ansible (the module_utils shipped with the module), in check mode."""
+    """The role's detect tasks, run by Ansible from the collection (the module ships its module_utils), in
+    check mode."""
     captured, expected = RECORDED["revision-with-four-numbers"]
     root = make_root(tmp_path / "root", captured)
     out = tmp_path / "jetson.json"
@@ -239,9 +251,9 @@ def test_the_role_saves_the_same_identity_through_ansible(tmp_path):
         "name": "Detect a fake Jetson",
         "hosts": "localhost",
         "gather_facts": False,
-        "module_defaults": {"jetson_info": {
+        "module_defaults": {"edge_deploy.jetson.jetson_info": {
             key: value for key, value in module_params(root).items() if key != "device_tree_path"}},
-        "roles": [{"role": "jetson_facts", "vars": {
+        "roles": [{"role": "edge_deploy.jetson.jetson_facts", "vars": {
             "jetson_facts_device_tree_path": os.path.join(root, "proc/device-tree"),
             "jetson_facts_save_enabled": False, "jetson_facts_allow_unsupported": True}}],
         "post_tasks": [{"name": "Write what save.yml would save",
@@ -249,8 +261,13 @@ def test_the_role_saves_the_same_identity_through_ansible(tmp_path):
                                                  "dest": str(out)},
                         "check_mode": False}],
     }]))  # fmt: skip
-    config = tmp_path / "ansible.cfg"  # not the repository's: no rollout report callback
-    config.write_text("[defaults]\nroles_path = %s\n" % (REPO / "roles"))
+    # not the repository's ansible.cfg (no rollout report callback), nor its .collections link: the
+    # collection found through a link of the test's own
+    collections = tmp_path / "collections" / "ansible_collections" / "edge_deploy"
+    collections.mkdir(parents=True)
+    (collections / "jetson").symlink_to(REPO)
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\ncollections_path = %s\n" % (tmp_path / "collections"))
     env = dict(os.environ, ANSIBLE_CONFIG=str(config), ANSIBLE_NOCOLOR="1")
     run = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",

@@ -3,12 +3,19 @@ real devices (FACTS.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
-import jetson_info
 import pytest
 
 from edge_common import identity
+from tests.repo import REPO
+
+# The collection's module, loaded from its file (it falls back to edge_common.identity, the same file
+# as its module_utils, outside Ansible).
+spec = importlib.util.spec_from_file_location("jetson_info", REPO / "plugins" / "modules" / "jetson_info.py")
+jetson_info = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(jetson_info)
 
 JP512_RELEASE = ("# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
                  "DATE: Tue Aug  1 19:57:35 UTC 2023\n")

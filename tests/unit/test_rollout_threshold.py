@@ -33,7 +33,7 @@ PLAYBOOK = """
   tasks:
     - name: Stop the rollout when too many robots failed in earlier waves
       ansible.builtin.include_role:
-        name: rollout
+        name: edge_deploy.jetson.rollout
         tasks_from: threshold.yml
     - name: Activate (a stand-in that fails on the robots named bad)
       ansible.builtin.fail:
