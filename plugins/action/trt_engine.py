@@ -44,7 +44,7 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         task_vars = task_vars or {}
-        _, args = self.validate_argument_spec(ARGUMENT_SPEC)
+        args = self.validate_argument_spec(ARGUMENT_SPEC)[1]
         try:
             result.update(self._run(args, task_vars))
         finally:

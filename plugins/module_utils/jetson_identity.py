@@ -71,7 +71,7 @@ FINGERPRINT_FIELDS = (
     ("sm", "sm"),
     ("arch", "arch"),
 )
-IDENTITY_KEYS = tuple(name for name, _ in FINGERPRINT_FIELDS)
+IDENTITY_KEYS = tuple(field[0] for field in FINGERPRINT_FIELDS)
 
 # Where a Jetson keeps what it says about itself, relative to the root filesystem.
 RELEASE_FILE = "etc/nv_tegra_release"
@@ -196,7 +196,7 @@ def chipid_from_boot_control(text: Optional[str]) -> Optional[str]:
 # ------------------------------------------------------------------------------- dpkg and CUDA
 def nvidia_packages(run: Runner) -> Dict[str, str]:
     """Versions of the installed L4T, JetPack, TensorRT and CUDA runtime packages (dpkg)."""
-    rc, out, _ = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"])
+    rc, out, _err = run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"])
     found: Dict[str, str] = {}
     if rc != 0:
         return found

@@ -41,7 +41,7 @@ options:
     description: The CUDA installation (C(version.json) from CUDA 11, C(version.txt) before).
     type: path
     default: /usr/local/cuda
-author: Edge Deploy
+author: Edge Deploy maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

@@ -80,11 +80,13 @@ attributes:
     support: full
     description: Shows the fingerprint the store's current link names, before and after.
   platform:
+    support: full
     platforms: posix
+    description: Linux robots (Jetsons on JetPack 5 or 6, simulated robots); no build on the controller.
 notes:
   - Runs the shipped engine_builder with the robot's Python (3.8 on JetPack 5, 3.10 on JetPack 6).
   - Figures from robots running the onnxruntime backend (such as simulated robots) are not Jetson figures.
-author: Edge Deploy
+author: Edge Deploy maintainers (!UNKNOWN)
 """
 
 EXAMPLES = r"""

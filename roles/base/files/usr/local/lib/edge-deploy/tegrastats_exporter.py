@@ -98,7 +98,8 @@ def render(metrics):
     """Prometheus text exposition format, one HELP/TYPE block per metric name."""
     lines = []
     seen = []
-    for name, _, _ in metrics:
+    for metric in metrics:
+        name = metric[0]
         if name not in seen:
             seen.append(name)
     for name in seen:
@@ -118,7 +119,7 @@ def sample(tegrastats, interval_ms, timeout):
     process = subprocess.Popen([tegrastats, "--interval", str(interval_ms)], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, universal_newlines=True)
     try:
-        ready, _, _ = select.select([process.stdout], [], [], timeout)
+        ready = select.select([process.stdout], [], [], timeout)[0]
         return process.stdout.readline().strip() if ready else None
     finally:
         process.terminate()
