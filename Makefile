@@ -46,6 +46,10 @@ lint:
 	pylint --persistent=n --score=n --disable=all --enable=cyclic-import \
 	  edge_agent edge_common edge_deploy engine_builder
 	lint-imports --no-cache
+	@# the collection as it ships: ansible-test sanity on the built tarball, and the execution
+	@# environment's build context (ansible-builder create; building the image needs a registry)
+	scripts/collection sanity
+	scripts/collection ee
 
 unit:
 	pytest -n 2 --ignore=tests/fleet tests
