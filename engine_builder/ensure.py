@@ -195,7 +195,9 @@ def ensure(
         raise ModelError("model %s: ONNX file %s is not on this robot" % (name, source))
     try:
         with store.lock(root, lock_timeout):
-            return _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, probe)
+            return _ensure_locked(
+                root, spec, out, conf, source, sha, options, force, keep, progress, file_sha256
+            )
     except LockTimeout as exc:
         raise BuildError(
             "another engine build held the store %s for %.0f s" % (root, lock_timeout),
@@ -203,7 +205,7 @@ def ensure(
         ) from exc
 
 
-def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, probe):
+def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, file_sha256):
     from engine_builder.build import build, timing_cache_path
 
     name, key = spec["name"], out["fingerprint"]
@@ -245,8 +247,9 @@ def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, pro
         cached = dict(built, artifact_path=artifact)
     verdict = None
     if gate.active(conf):
-        record_key = gate.record_key(conf)
-        verdict = None if built else store.gate_record(root, name, key, record_key)
+        # a cached engine whose gate answered for these files needs none of them here
+        record_key = gate.record_key(conf, file_sha256)
+        verdict = None if built or record_key is None else store.gate_record(root, name, key, record_key)
         if verdict is None:
             started = time.monotonic()
             try:

@@ -223,6 +223,7 @@ class ActionModule(ActionBase):
             onnx_sha,
             "--lock-timeout",
             str(args["build_timeout"]),
+            *known,
         ]
         if remote_dir:
             ensure += ["--base", remote_dir]

@@ -176,3 +176,7 @@ def test_a_dry_run_knows_the_gate_answered_from_the_golden_sets_checksum(root, t
         file_sha256={"samples": "0" * 64},
     )  # fmt: skip
     assert other["would_gate"], "another golden set must be gated again"
+    # and for real: the cached engine is used without the golden set on this robot
+    known = {"samples": samples}
+    used = ensure(root, spec(), base=elsewhere, onnx_sha256=built["onnx_sha256"], file_sha256=known)
+    assert used["cache_hit"] and used["gate"]["at"] == built["gate"]["at"]
