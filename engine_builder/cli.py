@@ -205,6 +205,11 @@ def cmd_ensure(args: argparse.Namespace) -> Dict[str, Any]:
             keep=args.keep,
             lock_timeout=args.lock_timeout,
             progress=progress,
+            file_sha256={
+                key: value
+                for key, value in (("samples", args.samples_sha256), ("reference", args.reference_sha256))
+                if value
+            },
         )
 
 
@@ -439,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=DEFAULT_STORE, help="the engine store (default %(default)s)")
     p.add_argument("--backend", help="override the spec's backend choice")
     p.add_argument("--onnx-sha256", help="the model's sha256 (a dry run needs no file then)")
+    p.add_argument("--samples-sha256", help="the golden set's sha256 (a dry run needs no file then)")
+    p.add_argument("--reference-sha256", help="the reference ONNX's sha256 (likewise)")
     p.add_argument("--dry-run", action="store_true", help="say what would be built or gated; change nothing")
     p.add_argument("--force", action="store_true", help="rebuild even when the store has the engine")
     p.add_argument("--keep", type=int, default=3, help="engines kept per model besides pinned ones")

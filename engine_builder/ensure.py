@@ -124,8 +124,11 @@ def ensure(
     lock_timeout: float = 3600.0,
     probe: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
+    file_sha256: Optional[Dict[str, str]] = None,
 ) -> Dict[str, Any]:
-    """Build or reuse the engine of `spec` in the store at `root`; see the module docstring."""
+    """Build or reuse the engine of `spec` in the store at `root`; see the module docstring.
+    `file_sha256` gives the golden set's and the reference's sha256 (keys `samples`, `reference`)
+    for a dry run on a robot that does not hold those files yet."""
     from engine_builder.device import probe as probe_device
     from engine_builder.fingerprint import fingerprint
 
@@ -174,15 +177,12 @@ def ensure(
     )
     out["fingerprint"] = key
     cached = None if force else store.verified(root, name, key)
-    record_key = (
-        gate.record_key(conf)
-        if gate.active(conf) and all(os.path.isfile(conf[k]) for k in ("samples", "reference") if conf[k])
-        else None
-    )
+    record_key = gate.record_key(conf, file_sha256) if gate.active(conf) else None
     known = store.gate_record(root, name, key, record_key) if cached and record_key else None
     if dry_run:
         return dict(
             out,
+            current=store.current(root, name),
             cache_hit=cached is not None,
             built=False,
             would_build=cached is None,
@@ -195,7 +195,9 @@ def ensure(
         raise ModelError("model %s: ONNX file %s is not on this robot" % (name, source))
     try:
         with store.lock(root, lock_timeout):
-            return _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, probe)
+            return _ensure_locked(
+                root, spec, out, conf, source, sha, options, force, keep, progress, file_sha256
+            )
     except LockTimeout as exc:
         raise BuildError(
             "another engine build held the store %s for %.0f s" % (root, lock_timeout),
@@ -203,7 +205,7 @@ def ensure(
         ) from exc
 
 
-def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, probe):
+def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, file_sha256):
     from engine_builder.build import build, timing_cache_path
 
     name, key = spec["name"], out["fingerprint"]
@@ -245,8 +247,9 @@ def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, pro
         cached = dict(built, artifact_path=artifact)
     verdict = None
     if gate.active(conf):
-        record_key = gate.record_key(conf)
-        verdict = None if built else store.gate_record(root, name, key, record_key)
+        # a cached engine whose gate answered for these files needs none of them here
+        record_key = gate.record_key(conf, file_sha256)
+        verdict = None if built or record_key is None else store.gate_record(root, name, key, record_key)
         if verdict is None:
             started = time.monotonic()
             try:

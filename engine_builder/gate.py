@@ -53,11 +53,20 @@ def active(conf: Dict[str, Any]) -> bool:
     return bool(conf["samples"] or conf["reference"] or conf["benchmark"] or conf["p99_ms"] is not None)
 
 
-def record_key(conf: Dict[str, Any]) -> str:
-    """Everything that changes the verdict: files by content, thresholds and counts by value."""
+def record_key(conf: Dict[str, Any], known: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """Everything that changes the verdict: files by content, thresholds and counts by value.
+    A file not on this machine counts by the sha256 given in `known` (a dry run before the
+    controller sent it); None when neither tells its content."""
     data = {k: v for k, v in conf.items() if k not in ("samples", "reference")}
     for key in ("samples", "reference"):
-        data[key] = sha256_file(conf[key]) if conf[key] else None
+        if not conf[key]:
+            data[key] = None
+        elif os.path.isfile(conf[key]):
+            data[key] = sha256_file(conf[key])
+        elif (known or {}).get(key):
+            data[key] = known[key]
+        else:
+            return None
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()[:32]
 
 

@@ -135,6 +135,12 @@ class ActionModule(ActionBase):
                     "model %s: %s %s does not exist on the controller" % (name, key, path)
                 )
         onnx_sha = sha256_file(local["onnx"])
+        # The golden set's and the reference's checksums: the robot's dry run tells from them
+        # whether the gate already answered, without the files being sent.
+        known = []
+        for key in ("samples", "reference"):
+            if key in local:
+                known += ["--%s-sha256" % key, sha256_file(local[key])]
         remote_dir = args.get("remote_dir")
 
         def remote(rel):
@@ -146,7 +152,7 @@ class ActionModule(ActionBase):
         common = ["--store", args["dest"], "--keep", str(args["keep"]), "--backend", args["backend"]]
         plan = self._engine_builder(
             "ensure",
-            ["--spec", json.dumps(spec), "--onnx-sha256", onnx_sha, "--dry-run", *common]
+            ["--spec", json.dumps(spec), "--onnx-sha256", onnx_sha, "--dry-run", *known, *common]
             + (["--base", remote_dir] if remote_dir else []),
             "engine_builder ensure --dry-run",
             task_vars,
@@ -164,6 +170,12 @@ class ActionModule(ActionBase):
         }
         needs_files = bool(plan.get("would_build") or plan.get("would_gate") or args["force"])
         if self._task.check_mode:
+            after = plan.get("fingerprint") or "(known once the model is sent)"
+            if plan.get("current") != plan.get("fingerprint"):
+                out["diff"] = {
+                    "before": "fingerprint: %s\n" % plan.get("current"),
+                    "after": "fingerprint: %s\n" % after,
+                }
             out.update(
                 changed=needs_files,
                 cache_hit=bool(plan.get("cache_hit")),
@@ -211,6 +223,7 @@ class ActionModule(ActionBase):
             onnx_sha,
             "--lock-timeout",
             str(args["build_timeout"]),
+            *known,
         ]
         if remote_dir:
             ensure += ["--base", remote_dir]

@@ -157,3 +157,26 @@ def test_contract_parse_gives_one_shape_for_every_outcome():
     assert not crashed["ok"] and "KeyError" in crashed["error"]["message"]
     lying = contract.parse('{"ok": true}', "", 3, "build")
     assert not lying["ok"] and "exit code 3" in lying["error"]["message"]
+
+
+def test_a_dry_run_knows_the_gate_answered_from_the_golden_sets_checksum(root, tmp_path):
+    """The controller's dry run, before any file reached the robot: checksums tell it all."""
+    built = ensure(root, spec(), base=DIGITS)
+    elsewhere = str(tmp_path / "not-sent-yet")
+    samples = sha256_file(os.path.join(DIGITS, "digits_golden.npz"))
+    blind = ensure(root, spec(), base=elsewhere, onnx_sha256=built["onnx_sha256"], dry_run=True)
+    assert blind["cache_hit"] and blind["would_gate"], "without the golden set's checksum it cannot tell"
+    told = ensure(
+        root, spec(), base=elsewhere, onnx_sha256=built["onnx_sha256"], dry_run=True,
+        file_sha256={"samples": samples},
+    )  # fmt: skip
+    assert told["cache_hit"] and not told["would_gate"] and not told["would_build"]
+    other = ensure(
+        root, spec(), base=elsewhere, onnx_sha256=built["onnx_sha256"], dry_run=True,
+        file_sha256={"samples": "0" * 64},
+    )  # fmt: skip
+    assert other["would_gate"], "another golden set must be gated again"
+    # and for real: the cached engine is used without the golden set on this robot
+    known = {"samples": samples}
+    used = ensure(root, spec(), base=elsewhere, onnx_sha256=built["onnx_sha256"], file_sha256=known)
+    assert used["cache_hit"] and used["gate"]["at"] == built["gate"]["at"]
