@@ -86,6 +86,7 @@ def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None 
         # rest: inventory defaults, collections path (a clone finds its own collection there).
         "ANSIBLE_CALLBACKS_ENABLED": ROLLOUT_REPORT,
         "EDGE_ROLLOUT_REPORT_DIR": str(report_dir or paths.reports_dir() / "rollouts"),
+        "EDGE_DEPLOY_REPORTS": str(paths.reports_dir()),  # the engine role's reports go there too
         # ansible-playbook sits beside the interpreter running us (the venv).
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
