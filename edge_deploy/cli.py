@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from edge_deploy import __version__
 
@@ -17,7 +18,10 @@ def _sim(args: argparse.Namespace) -> int:
     from edge_deploy.sim import DEFAULT_MIX, Fleet, SimError
 
     console = Console()
-    fleet = Fleet(args.fleet)
+    # The default fleet's inventory is --sim-inventory's; another fleet's lives in its state folder
+    # unless --sim-inventory names one for it.
+    chosen = Path(args.sim_inventory).resolve() if args.sim_inventory else None
+    fleet = Fleet(args.fleet, inventory_dir=chosen)
     try:
         if args.sim_command == "up":
             mix = tuple(args.profiles.split(",")) if args.profiles else DEFAULT_MIX

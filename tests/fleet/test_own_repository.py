@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_deploy.sim import Fleet
 from tests.repo import REPO
 
 ROBOT = "nx-01"
@@ -82,27 +81,25 @@ def project(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def robot(tmp_path_factory):
-    state = tmp_path_factory.mktemp("own-repository-fleet")
-    fleet = Fleet("o%d" % os.getpid(), state_dir=state, inventory_dir=state / "inventory")
+def robot(project):
+    """One simulated robot, started by the installed package's CLI (its image recipe, profiles and
+    the fleet's settings are package data), into the folder's own inventory."""
+    home, env = project
+    name = "o%d" % os.getpid()
+    run(["edge-deploy", "sim", "up", "--fleet", name, "--robots", "1", "--profiles", "orin-nx-16gb-jp60",
+         "--sim-inventory", "inventory"], home, env)  # fmt: skip
     try:
-        fleet.up(1, ("orin-nx-16gb-jp60",))
-        yield fleet
+        yield name
     finally:
-        fleet.down()
+        subprocess.run(["edge-deploy", "sim", "down", "--fleet", name], cwd=home, env=env, timeout=300)
 
 
 def test_a_robot_team_runs_edge_deploy_from_its_own_repository(project, robot):
     home, env = project
-    # Its own inventory: the robot's connection from the simulated fleet, and settings of its own.
-    hosts = yaml.safe_load(robot.inventory.read_text())
-    (home / "inventory" / "group_vars").mkdir(parents=True)
-    (home / "inventory" / "hosts.yml").write_text(yaml.safe_dump(hosts))
-    where = "from edge_deploy import paths; print(paths.SIM_GROUP_VARS)"
-    shipped = Path(run(["python", "-c", where], home, env).stdout.strip())
-    assert str(REPO) not in str(shipped), "the simulated fleet's settings come from the installed package"
-    for name in os.listdir(shipped):
-        shutil.copy(shipped / name, home / "inventory" / "group_vars" / name)
+    # The inventory `sim up` wrote, its group_vars linked from the installed package, not the clone.
+    assert (home / "inventory" / "hosts.yml").is_file()
+    shipped = (home / "inventory" / "group_vars").resolve()
+    assert shipped.is_dir() and str(REPO) not in str(shipped), shipped
     (home / "ansible.cfg").write_text(
         "[defaults]\ninventory = inventory\ncollections_path = collections\n"
         "callbacks_enabled = edge_deploy.jetson.rollout_report\nhost_key_checking = true\n"
