@@ -91,7 +91,8 @@ def robot(project):
     try:
         yield name
     finally:
-        subprocess.run(["edge-deploy", "sim", "down", "--fleet", name], cwd=home, env=env, timeout=300)
+        down = ["edge-deploy", "sim", "down", "--fleet", name, "--sim-inventory", "inventory"]
+        subprocess.run(down, cwd=home, env=env, timeout=300)
 
 
 def test_a_robot_team_runs_edge_deploy_from_its_own_repository(project, robot):
