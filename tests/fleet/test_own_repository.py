@@ -86,12 +86,12 @@ def robot(project):
     the fleet's settings are package data), into the folder's own inventory."""
     home, env = project
     name = "o%d" % os.getpid()
-    run(["edge-deploy", "sim", "up", "--fleet", name, "--robots", "1", "--profiles", "orin-nx-16gb-jp60",
-         "--sim-inventory", "inventory"], home, env)  # fmt: skip
+    run(["edge-deploy", "--sim-inventory", "inventory", "sim", "up", "--fleet", name, "--robots", "1",
+         "--profiles", "orin-nx-16gb-jp60"], home, env)  # fmt: skip
     try:
         yield name
     finally:
-        down = ["edge-deploy", "sim", "down", "--fleet", name, "--sim-inventory", "inventory"]
+        down = ["edge-deploy", "--sim-inventory", "inventory", "sim", "down", "--fleet", name]
         subprocess.run(down, cwd=home, env=env, timeout=300)
 
 
