@@ -103,6 +103,20 @@ def test_threshold_stops_the_rollout_and_leaves_later_waves_alone(tmp_path):
     assert "2 failed, 2 not activated, 2 updated" in summary, summary
 
 
+def test_threshold_counts_failures_across_waves(tmp_path):
+    # r1 | r2 r3 | r4 r5 | r6: one failure in wave 2 and one in wave 3, each 1 of 6 (under 20%) on
+    # its own; together 2 of 6 (over 20%), so wave 4 (r6) never starts
+    proc, report, _ = play(tmp_path, [1, 2, 2, 1], ["r2", "r4"], rollout_max_fail_percentage=20)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    assert report["stopped"].startswith("Rollout of v2 stopped: 2 of 6 robots failed (r2, r4)"), report
+    robots = report["robots"]
+    assert [robots[name]["wave"] for name in ROBOTS] == [1, 2, 2, 3, 3, None], robots
+    assert robots["r2"]["status"] == robots["r4"]["status"] == "failed"
+    assert robots["r5"]["release_after"] == "v2", robots["r5"]  # wave 3 ran after wave 2's failure
+    assert robots["r6"]["status"] == "ok" and robots["r6"].get("release_after") is None, robots["r6"]
+    assert proc.stdout.count("TASK [Activate (a stand-in") == 3, proc.stdout[-3000:]
+
+
 def test_a_failed_canary_stops_even_under_the_threshold(tmp_path):
     proc, report, _ = play(tmp_path, [2, "100%"], ["r1"], rollout_max_fail_percentage=50)
     assert proc.returncode != 0
