@@ -2,7 +2,8 @@
 
 Every command prints one JSON object with --json: {"command", "ok", ...} or {"command", "ok": false,
 "error": {"kind", "message", "details"}}. Exit codes: 0 ok, 1 failed, 2 usage, 3 refused (nothing
-changed), 4 health gate failed and rolled back, 5 another run holds the lock.
+changed), 4 health gate failed and rolled back, 5 another run holds the lock, 7 the robot's clock
+contradicts the signed metadata (nothing changed).
 """
 
 from __future__ import annotations

@@ -30,6 +30,12 @@ DEFAULTS: Dict[str, Any] = {
     "require_docked": False,
     "lock_timeout_seconds": 600,
     "command_timeout_seconds": 1800,  # per engine build and gate
+    # Downloads from the repository: no byte for this long is a stalled server; all of one run's
+    # downloads end by the timeout (under the hour the OTA unit allows beyond the service start).
+    "download_stall_seconds": 30,
+    "download_timeout_seconds": 3000,
+    # Pull: the longest wait for a running time sync service to synchronize the clock (clock.py).
+    "time_sync_wait_seconds": 120,
     # Health gate overrides (None: use the release manifest's values)
     "health": {"soak_seconds": None, "interval_seconds": None, "start_timeout_seconds": None},
     "systemd": True,  # False only in unit tests

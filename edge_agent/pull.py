@@ -1,13 +1,19 @@
 """Pull mode (the OTA timer): the newest signed release this robot can take, staged, then
-activated when the mission lock allows."""
+activated when the mission lock allows.
+
+Outcomes, each kept in the state for `status` (and `edge-deploy status`): updated, up to date,
+deferred (mission lock), rolled_back (gate), refused (the repository's metadata or files failed
+verification: exit 3, a handled outcome for the unit), unreachable (network, or a download cut,
+stalled or longer than signed: the unit fails, the next run tries again from the first byte), clock
+(the robot's clock contradicts the signed metadata: exit 7, the unit fails until it is fixed)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any, Dict, Optional
 
-from edge_agent import mission, tufclient
-from edge_agent.errors import AgentError, Busy, Refused, UsageError
+from edge_agent import clock, mission, tufclient
+from edge_agent.errors import AgentError, Busy, Refused, Unverified, UsageError
 from edge_agent.stage import StageStep
 from edge_agent.switch import SwitchStep
 from edge_agent.tags import TAG_RE
@@ -37,7 +43,13 @@ class PullStep(StageStep, SwitchStep):
             if result.get("deferred"):
                 self._note_pull("deferred", result["tag"], result["deferred"])
             elif result.get("activate"):
-                self._note_pull("updated", result["tag"], "from %s" % (result["activate"].get("from") or "-"))
+                message = "from %s" % (result["activate"].get("from") or "-")
+                if result.get("restarted"):
+                    message += (
+                        "; the last pull's downloads of it had failed (%s), this one started them "
+                        "again from the first byte" % result["restarted"]
+                    )
+                self._note_pull("updated", result["tag"], message)
             else:
                 self._note_pull("up to date", result.get("current"), result["reason"])
         return result
@@ -59,16 +71,23 @@ class PullStep(StageStep, SwitchStep):
             raise UsageError("no repository to pull from: set repository_url in the agent config")
         self._ensure_layout()
         self._trust_repository_ca()
+        # Expiry is checked against this robot's clock: give a time sync service a (bounded) moment.
+        synced = None if dry_run else clock.wait_for_sync(self.cfg.time_sync_wait_seconds, self.sleep)
+        if synced and synced["waited_seconds"]:
+            self.log("waited %g s for the clock: %s" % (synced["waited_seconds"], synced["time_sync"]))
         with self._lock():
-            tags = tufclient.signed_tags(self.cfg.tuf_dir, repo, self.cfg.app)
+            tags = tufclient.signed_tags(self.cfg.tuf_dir, repo, self.cfg.app, tufclient.Limits.of(self.cfg))
             current = self.current_tag()
-            bad = self.state().get("bad") or {}
+            state = self.state()
+            bad = state.get("bad") or {}
+            last = state.get("pull") or {}
         newer = sorted(
             (t for t in tags if TAG_RE.match(t) and (not current or version_key(t) > version_key(current))),
             key=version_key,
             reverse=True,
         )
         skipped: Dict[str, str] = {}
+        refused: Dict[str, str] = {}  # failed verification, as opposed to not for this robot
         for tag in newer:
             if tag in bad:
                 skipped[tag] = "marked bad: %s" % bad[tag]
@@ -79,7 +98,15 @@ class PullStep(StageStep, SwitchStep):
                 staged = self.stage(repo, tag)
             except Refused as exc:
                 skipped[tag] = exc.message
+                if isinstance(exc, Unverified):
+                    refused[tag] = exc.message
                 continue
+            except AgentError as exc:  # unreachable, clock, disk full: the pull's outcome, for this tag
+                exc.details.setdefault("tag", tag)
+                raise
+            restarted = (
+                last.get("message") if (last.get("result"), last.get("tag")) == ("unreachable", tag) else None
+            )
             locked_by = self.mission_lock()
             if locked_by:
                 self.log("%s staged; the mission lock defers its activation: %s" % (tag, locked_by))
@@ -99,11 +126,16 @@ class PullStep(StageStep, SwitchStep):
                 "stage": staged,
                 "activate": activated,
                 "skipped": skipped,
+                "restarted": restarted,
+                "clock": synced,
             }
+        if refused:  # nothing taken, and the newest refused: the repository is damaged, say how
+            newest_refused = max(refused, key=version_key)
+            raise Unverified(refused[newest_refused], {"tag": newest_refused, "skipped": skipped})
         newest = max(tags, key=version_key) if tags else None
         reason = (
             "up to date: %s is the newest signed release" % current
             if current and current == newest
             else "no newer release this robot can take"
         )
-        return {"changed": False, "current": current, "reason": reason, "skipped": skipped}
+        return {"changed": False, "current": current, "reason": reason, "skipped": skipped, "clock": synced}

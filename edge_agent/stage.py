@@ -47,7 +47,9 @@ class StageStep(CompatibilityCheck):
         with self._lock():
             scratch = os.path.join(self.cfg.releases_dir, ".verify-%s-%d" % (tag, os.getpid()))
             try:
-                manifest = tufclient.fetch_release(self.cfg.tuf_dir, repo, self.cfg.app, tag, scratch)
+                manifest = tufclient.fetch_release(
+                    self.cfg.tuf_dir, repo, self.cfg.app, tag, scratch, limits=tufclient.Limits.of(self.cfg)
+                )
                 self._check_version(manifest, allow_downgrade)
                 self._check_compatible(manifest)
             finally:
@@ -155,7 +157,14 @@ class StageStep(CompatibilityCheck):
             counts: Dict[str, int] = {}
             try:
                 manifest = tufclient.fetch_release(
-                    self.cfg.tuf_dir, repo, self.cfg.app, tag, staging, self._kept_files(self.kept()), counts
+                    self.cfg.tuf_dir,
+                    repo,
+                    self.cfg.app,
+                    tag,
+                    staging,
+                    self._kept_files(self.kept()),
+                    counts,
+                    tufclient.Limits.of(self.cfg),
                 )
                 self._check_version(manifest, allow_downgrade)
                 self._check_compatible(manifest)

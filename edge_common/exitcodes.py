@@ -13,3 +13,6 @@ REFUSED = 3  # verification or a gate refused the input: nothing changed
 ROLLED_BACK = 4  # the health gate failed and the robot went back to the previous release
 BUSY = 5  # another run holds the lock
 MISSING_DEPENDENCY = 6  # a library or tool is not installed here; the message names it
+# The robot's clock contradicts the signed metadata (nothing verified or changed). Not a refusal:
+# waiting does not fix it and the OTA unit must fail where a refusal (3) counts as handled.
+CLOCK = 7

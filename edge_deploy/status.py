@@ -4,8 +4,8 @@ Runs playbooks/status.yml (changes nothing) through ansible-runner and turns eac
 facts (ansible_local.edge_release from the release agent, ansible_local.jetson from jetson_facts)
 into one row: module, JetPack, current and previous release, kept releases, releases marked bad,
 the app's service state, the agent's last move and, on robots in pull mode, the last pull's
-outcome (updated, up to date, deferred, unreachable, refused, rolled_back). Push and pull fleets
-read the same way.
+outcome (updated, up to date, deferred, unreachable, refused, rolled_back, clock; all but the first
+two with the robot's words for why). Push and pull fleets read the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ def robot_row(name: str, facts: Optional[Dict[str, Any]], reachable: bool = True
     last = release.get("last") or {}
     move = "%s %s -> %s (%s)" % (last.get("op"), last.get("from") or "-", last.get("to"), last.get("result"))
     pulled = release.get("pull") or {}
+    pull = None
+    if pulled:
+        pull = "%s %s at %s" % (pulled.get("result"), pulled.get("tag") or "-", pulled.get("at"))
+    if pull and pulled.get("message") and pulled.get("result") not in ("updated", "up to date"):
+        pull += ": " + str(pulled["message"])  # a deferred or failed pull says why (a wrong clock, in words)
     return {
         "robot": name,
         "reachable": reachable,
@@ -37,9 +42,7 @@ def robot_row(name: str, facts: Optional[Dict[str, Any]], reachable: bool = True
         "bad": sorted(release.get("bad") or {}),
         "service": (release.get("service") or {}).get("ActiveState"),
         "last": move if last else None,
-        "pull": "%s %s at %s" % (pulled.get("result"), pulled.get("tag") or "-", pulled.get("at"))
-        if pulled
-        else None,
+        "pull": pull,
         "pull_message": pulled.get("message"),
     }
 

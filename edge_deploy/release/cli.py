@@ -33,7 +33,11 @@ def add_parser(commands: Any) -> None:
     p = sub.add_parser("sign", help="add a built bundle to the repository as signed TUF targets")
     p.add_argument("bundle")
     repo_options(p)
-    p = sub.add_parser("refresh", help="re-sign snapshot and timestamp with fresh expiry")
+    p = sub.add_parser(
+        "refresh",
+        help="re-sign snapshot and timestamp with fresh expiry (targets and root too where they expire "
+        "sooner): what a robot that found the metadata expired asks for",
+    )
     repo_options(p)
     p = sub.add_parser("list", help="signed releases per app")
     repo_options(p)

@@ -5,9 +5,10 @@
     <keys>/{root,targets,snapshot,timestamp}.pem      (PKCS#8 ed25519, mode 0600; keep root offline)
 
 Every bundle file is a TUF target (length and sha256). Metadata versions only go up, each role
-expires, and robots refuse anything that fails those checks (ngclient). Consistent snapshots are
-off: release targets never change once signed (a tag is immutable), and the robot copy of a
-repository is written in one go.
+expires, and robots refuse anything that fails those checks (ngclient). Every role also says when
+it was signed (edge_common/signing.py), so a robot can tell its own wrong clock from metadata
+nobody renewed; `refresh` renews what expires. Consistent snapshots are off: release targets never
+change once signed (a tag is immutable), and the robot copy of a repository is written in one go.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 from tuf.repository import Repository
 
+from edge_common import signing
 from edge_common.fsutil import sha256_file
 from edge_common.versions import version_key as _version_key
 
@@ -81,7 +83,9 @@ class ReleaseRepository(Repository):
             self._new.discard(role)  # version 1 as created
         else:
             md.signed.version += 1
-        md.signed.expires = self._expires(role)
+        now = self._now()
+        md.signed.expires = now + self.expiry[role]
+        md.signed.unrecognized_fields[signing.SIGNED_AT] = signing.stamp(now)
         md.signatures.clear()
         md.sign(self.signer(role), append=True)
         self._write(role, md)
@@ -95,8 +99,12 @@ class ReleaseRepository(Repository):
         return MetaFile(version=self.snapshot().version)
 
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _now() -> datetime:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+
     def _expires(self, role: str) -> datetime:
-        return (datetime.now(timezone.utc) + self.expiry[role]).replace(microsecond=0)
+        return self._now() + self.expiry[role]
 
     def _write(self, role: str, md: Metadata) -> None:
         self.metadata_dir.mkdir(parents=True, exist_ok=True)
@@ -150,10 +158,20 @@ class ReleaseRepository(Repository):
 
     def add_release(self, bundle_dir: str) -> Dict[str, Any]:
         bundle = Path(bundle_dir)
-        release = json.loads((bundle / "release.json").read_text(encoding="utf-8"))
-        app, tag = release["name"], release["tag"]
+        try:
+            release = json.loads((bundle / "release.json").read_text(encoding="utf-8"))
+            app, tag, files = release["name"], release["tag"], release["files"]
+            _version_key(release["version"])
+            listed = {f["path"]: f for f in files}
+            for entry in listed.values():  # every file with its length and hash, as targets need
+                if not entry["sha256"] or int(entry["length"]) < 0:
+                    raise ValueError("%s has no sha256 or length" % entry["path"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RepoError(
+                "%s/release.json is not a bundle manifest (%s: %s): build the bundle again with "
+                "`edge-deploy release build`" % (bundle, type(exc).__name__, exc)
+            ) from exc
         prefix = "%s/%s/" % (app, tag)
-        listed = {f["path"]: f for f in release["files"]}
         existing = {path for path in self.targets().targets if path.startswith(prefix)}
         if existing:
             raise RepoError("%s %s is already signed: tags are immutable, build a new tag" % (app, tag))
@@ -169,8 +187,12 @@ class ReleaseRepository(Repository):
         with self.edit_targets() as targets:
             for rel in [*sorted(listed), "release.json"]:
                 src = bundle / rel
-                if rel != "release.json" and sha256_file(str(src)) != listed[rel]["sha256"]:
-                    raise RepoError("%s changed since the bundle was built" % src)
+                if rel != "release.json" and (
+                    not src.is_file()
+                    or src.stat().st_size != int(listed[rel]["length"])
+                    or sha256_file(str(src)) != listed[rel]["sha256"]
+                ):
+                    raise RepoError("%s is missing or changed since the bundle was built" % src)
                 out = dest / rel
                 out.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, out)
@@ -204,10 +226,37 @@ class ReleaseRepository(Repository):
         return max(versions, key=_version_key) if versions else None
 
     def refresh(self) -> Dict[str, Any]:
-        """Re-sign snapshot and timestamp with fresh expiry (run on a schedule for a live repository)."""
+        """Re-sign snapshot and timestamp with fresh expiry, and targets and root too where they
+        expire before the new snapshot would (root only with its key in the keys folder). Run it on
+        a schedule for a live repository; robots that find metadata expired name this command."""
+        horizon = self._now() + self.expiry[Snapshot.type]
+        renewed = []
+        if self.root().expires <= horizon:
+            if not (self.keys / ("%s.pem" % Root.type)).exists():
+                raise RepoError(
+                    "root.json expires %s: renewing it needs the root key, which is not in %s"
+                    % (signing.stamp(self.root().expires), self.keys)
+                )
+            with self.edit_root():
+                pass
+            renewed.append(Root.type)
+        if self.targets().expires <= horizon:
+            with self.edit_targets():
+                pass
+            renewed.append(Targets.type)
         self.do_snapshot(force=True)
         self.do_timestamp(force=True)
-        return {"snapshot_version": self.snapshot().version, "timestamp_version": self.timestamp().version}
+        renewed += [Snapshot.type, Timestamp.type]
+        return {
+            "renewed": renewed,
+            "expires": self.expiries(),
+            "snapshot_version": self.snapshot().version,
+            "timestamp_version": self.timestamp().version,
+        }
+
+    def expiries(self) -> Dict[str, str]:
+        """When each role expires (UTC)."""
+        return {role: signing.stamp(getattr(self, role)().expires) for role in ROLES}  # self.root(), ...
 
     def releases(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {}

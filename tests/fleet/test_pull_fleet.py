@@ -4,6 +4,10 @@ robot's own loopback (the robot reaches nothing else). A release failing its hea
 back and is never taken again; a mission-locked robot stages but does not activate; files kept
 releases hold are not downloaded again. Over HTTPS with a private CA the robot trusts nothing
 until the role gives it that CA; meanwhile the pull fails as unreachable and changes nothing.
+Faults, each ending on a release that passed its gate with the robot's data intact: the OTA unit
+run with a clock 400 days ahead or behind (libfaketime) fails and says so in the status; a release
+server that cuts, stalls or overruns a download is named and the next run starts again; damaged
+metadata or files are refused in words, in pull and in push (the agent's stage from a folder).
 
 Short windows through variables (1 s health soak). Every wait is a bounded poll.
 """
@@ -12,9 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -57,12 +63,12 @@ class Pull:
         self.vars_file.write_text(json.dumps(variables))
         return self.fleet.playbook("playbooks/release.yml", "-l", ROBOT, "-e", "@%s" % self.vars_file)
 
-    def timer_run(self) -> dict:
+    def timer_run(self, unit_fails: bool = False) -> dict:
         """Start the unit the timer starts; return the agent's JSON from this run's journal."""
         cursor = sh(self.fleet, ROBOT, "journalctl -n 0 --show-cursor -q | tail -1").stdout
         cursor = cursor.split("cursor:", 1)[-1].strip()
         started = sh(self.fleet, ROBOT, "systemctl start edge-app-update.service")
-        assert started.returncode == 0, started.stderr[-2000:]
+        assert (started.returncode != 0) == unit_fails, started.stderr[-2000:]
         log = sh(
             self.fleet,
             ROBOT,
@@ -255,3 +261,142 @@ def test_role_stops_without_python_tuf_and_installs_the_wheel_it_is_given(pull, 
     finally:
         sh(pull.fleet, ROBOT, "%s -m pip uninstall --yes --quiet tuf; rm -rf /tmp/edge-wheels; "
            "for d in %s/*.hidden; do mv \"$d\" \"${d%%.hidden}\"; done" % (VENV_PYTHON, SYSTEM_SITE))
+
+
+# ---------------------------------------------------------------------------------------- faults
+DATA = "/opt/edge-app/shared/data/faults.bin"
+DROPIN = "/etc/systemd/system/edge-app-update.service.d/50-faketime.conf"
+FAULTY_PORT = 8767
+FAULTY_DIR = "/srv/edge-faulty"
+FAULTY_CONFIG = "/etc/edge-agent/edge-faulty.json"
+
+
+def robot_data(pull) -> str:
+    return sh(pull.fleet, ROBOT, "sha256sum %s" % DATA).stdout.split()[0]
+
+
+def pull_words(pull) -> str:
+    """The robot's `pull` column as `edge-deploy status` shows it (from the same agent status)."""
+    from edge_deploy.status import robot_row
+
+    return robot_row(ROBOT, {"ansible_local": {"edge_release": status(pull.fleet, ROBOT)}})["pull"]
+
+
+def ends_live(pull, tag: str, data: str) -> dict:
+    result = pull.timer_run()
+    assert result["ok"] and result["tag"] == tag and result["current"] == tag, result
+    assert result["activate"]["health"]["passed"], result
+    now = status(pull.fleet, ROBOT)
+    assert now["current"] == tag and now["service"]["ActiveState"] == "active", now
+    assert robot_data(pull) == data
+    return result
+
+
+def test_a_wrong_clock_fails_the_unit_and_says_so(pull):
+    sh(pull.fleet, ROBOT, "head -c 65536 /dev/urandom > %s && chown edge-app: %s" % (DATA, DATA))
+    data, live = robot_data(pull), status(pull.fleet, ROBOT)["current"]
+    pull.releases.publish("v6.0.0", config={"note": "clock"})
+    pull.serve()
+    library = sh(pull.fleet, ROBOT, "dpkg -L libfaketime | grep '/libfaketime.so.1$'").stdout.strip()
+    assert library, "libfaketime is not in the simulated robot's image"
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    dropin = "[Service]\\nEnvironment=LD_PRELOAD=%s FAKETIME=%s FAKETIME_DONT_FAKE_MONOTONIC=1\\n"
+    try:
+        for days, says in ((400, "the repository server says %s" % today), (-400, "later than that")):
+            sh(pull.fleet, ROBOT, "mkdir -p %s && printf '%s' > %s && systemctl daemon-reload"
+               % (os.path.dirname(DROPIN), dropin % (library, "%+dd" % days), DROPIN))
+            robot_day = (datetime.now(timezone.utc) + timedelta(days=days)).strftime("%Y-%m-%d")
+            failed = pull.timer_run(unit_fails=True)
+            assert not failed["ok"] and failed["error"]["kind"] == "clock", failed
+            message = failed["error"]["message"]
+            assert message.startswith("clock wrong: this robot says " + robot_day), message
+            assert says in message, message
+            unit = sh(pull.fleet, ROBOT, "systemctl show -p Result -p ExecMainStatus edge-app-update.service")
+            assert unit.stdout.split() == ["Result=exit-code", "ExecMainStatus=7"], unit.stdout
+            shown = pull_words(pull)
+            assert shown.startswith("clock - at " + robot_day) and message in shown, shown
+            assert status(pull.fleet, ROBOT)["current"] == live
+    finally:
+        sh(pull.fleet, ROBOT, "rm -f %s && systemctl daemon-reload" % DROPIN)
+    ends_live(pull, "v6.0.0", data)
+
+
+def serve_faulty(pull, fault: str) -> str:
+    """The release server on another port, misbehaving on the release's config file."""
+    sh(pull.fleet, ROBOT, "systemctl stop edge-releases-faulty; systemctl reset-failed edge-releases-faulty")
+    started = sh(
+        pull.fleet,
+        ROBOT,
+        "systemd-run --unit edge-releases-faulty python3 %s/https_server.py %d %s --fault %s "
+        "--match config/app.json --stall-seconds 5" % (FAULTY_DIR, FAULTY_PORT, SERVED, fault),
+    )
+    assert started.returncode == 0, started.stderr
+    url = "http://127.0.0.1:%d/" % FAULTY_PORT
+    probe = "curl -sf %smetadata/1.root.json" % url
+    wait_for(lambda: sh(pull.fleet, ROBOT, probe).returncode == 0, "the faulty release server")
+    return url
+
+
+def test_download_faults_are_named_and_the_next_run_starts_again(pull):
+    data = robot_data(pull)
+    pull.releases.publish("v7.0.0", config={"note": "faults"})  # only the config and manifest are new
+    pull.serve()
+    container = pull.fleet.robots[ROBOT].container
+    sh(pull.fleet, ROBOT, "rm -rf %s && mkdir -p %s" % (FAULTY_DIR, FAULTY_DIR))
+    podman("cp", str(REPO / "tests" / "https_server.py"), "%s:%s/" % (container, FAULTY_DIR))
+    config = json.loads(sh(pull.fleet, ROBOT, "cat /etc/edge-agent/edge-app.json").stdout)
+    config.update(download_stall_seconds=1, download_timeout_seconds=30)
+    pull.fleet.exec(ROBOT, "sh", "-c", "cat > %s" % FAULTY_CONFIG, input_text=json.dumps(config))
+    name = "edge-app/v7.0.0/config/app.json"
+    expected = {
+        "cut": r"connection cut after \d+ of \d+ bytes of ",
+        "stall": r"server stalled: no data for 1 s \(download_stall_seconds\) after \d+ of \d+ bytes of ",
+        "too-long": r"the server sent more than the \d+ bytes the signed metadata declares for ",
+    }
+    try:
+        for fault, words in expected.items():
+            url = serve_faulty(pull, fault)
+            failed = agent(pull.fleet, ROBOT, "pull", "--repo", url, config=FAULTY_CONFIG)
+            assert not failed["ok"] and failed["error"]["kind"] == "unreachable", failed
+            message = failed["error"]["message"]
+            assert re.match("release edge-app v7.0.0: " + words + re.escape(name), message), message
+            assert "the next run downloads it again from its first byte" in message, message
+            assert message in pull_words(pull)
+            partial = sh(pull.fleet, ROBOT, "find /opt/edge-app -name '.staging-*' -o -name '.part-*'").stdout
+            assert partial == "", partial
+            assert "v7.0.0" not in [r["tag"] for r in status(pull.fleet, ROBOT)["releases"]]
+    finally:
+        stop = "systemctl stop edge-releases-faulty; rm -rf %s %s" % (FAULTY_DIR, FAULTY_CONFIG)
+        sh(pull.fleet, ROBOT, stop)
+    done = ends_live(pull, "v7.0.0", data)
+    assert done["restarted"] == message, done
+    assert "started them again from the first byte" in status(pull.fleet, ROBOT)["pull"]["message"]
+
+
+def test_damaged_metadata_or_files_are_refused_in_words(pull):
+    data, live = robot_data(pull), status(pull.fleet, ROBOT)["current"]
+    pull.releases.publish("v8.0.0", config={"note": "damaged"})
+    served = "http://127.0.0.1:%d/" % PORT
+    damage = {  # a file cut to its first 7 bytes on the server
+        "metadata/timestamp.json": "DeserializationError: metadata/timestamp.json from {} is not valid TUF",
+        "targets/edge-app/v8.0.0/config/app.json": "LengthOrHashMismatchError: Observed length 7 does not "
+        "match expected length",
+    }
+    try:
+        for path, words in damage.items():
+            pull.serve()
+            sh(pull.fleet, ROBOT, "truncate -s 7 %s/%s" % (SERVED, path))
+            refused = pull.timer_run()  # exit 3: a handled outcome, the unit does not fail
+            assert not refused["ok"] and refused["error"]["kind"] == "refused", refused
+            message = refused["error"]["message"]
+            assert words.format(served) in message and message in pull_words(pull), message
+            # push mode reads a copy on the robot through the same fetcher and checks
+            sh(pull.fleet, ROBOT, "rm -rf /tmp/damaged && cp -r %s /tmp/damaged" % SERVED)
+            pushed = agent(pull.fleet, ROBOT, "stage", "--repo", "/tmp/damaged", "--tag", "v8.0.0")
+            assert not pushed["ok"] and pushed["error"]["kind"] == "refused", pushed
+            assert words.format("file:///tmp/damaged/") in pushed["error"]["message"], pushed
+            assert status(pull.fleet, ROBOT)["current"] == live
+    finally:
+        sh(pull.fleet, ROBOT, "rm -rf /tmp/damaged")
+    pull.serve()
+    ends_live(pull, "v8.0.0", data)
