@@ -125,16 +125,17 @@ def expired_repo(releases):
     )
 
 
-class HttpsRepository:
-    """The signed repository served over HTTPS on 127.0.0.1 (a thread of this process), with a
-    certificate signed by a throwaway CA that no system store holds."""
+class ServedRepository:
+    """The signed repository served on 127.0.0.1 (a thread of this process): over HTTPS with a
+    certificate signed by a throwaway CA that no system store holds (made in `tls_dir`), else
+    over plain HTTP. `server.fault` makes it misbehave (tests/https_server.py)."""
 
-    def __init__(self, folder: Path, tmp: Path):
+    def __init__(self, folder: Path, tls_dir: Optional[Path] = None, stall_seconds: float = 30.0):
         import threading
 
-        self.ca_file, cert, key = throwaway_ca(tmp)
-        self.server = https_server.make(0, str(folder), str(cert), str(key))
-        self.url = "https://127.0.0.1:%d/" % self.server.server_address[1]
+        self.ca_file, cert, key = throwaway_ca(tls_dir) if tls_dir else (None, None, None)
+        self.server = https_server.make(0, str(folder), cert, key, stall_seconds=stall_seconds)
+        self.url = "%s://127.0.0.1:%d/" % ("https" if cert else "http", self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1})
         self.thread.start()
 
@@ -152,6 +153,6 @@ def https_repo(releases, tmp_path, monkeypatch):
         monkeypatch.delenv(name)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    served = HttpsRepository(releases.repo_dir, tmp_path)
+    served = ServedRepository(releases.repo_dir, tmp_path)
     yield served
     served.close()

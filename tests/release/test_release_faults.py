@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 import types
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import FakeSystemd
+from conftest import FakeSystemd, ServedRepository
 from test_release_agent import tree
 
 from edge_agent import cli, clock
@@ -28,32 +27,16 @@ from edge_agent.errors import ClockWrong, Refused, Unreachable
 from edge_common import exitcodes, signing
 from edge_deploy import status as fleet_status
 from edge_deploy.release.repo import ReleaseRepository
-from tests import https_server
 
 MODEL = os.urandom(256 * 1024)  # bigger than one read: "half of it" is some reads in
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
-
-
-class HttpRepository:
-    """The signed repository over plain HTTP on 127.0.0.1 (a thread), able to misbehave."""
-
-    def __init__(self, folder: Path):
-        self.server = https_server.make(0, str(folder), stall_seconds=3)
-        self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1})
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture
 def served(releases, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    repo = HttpRepository(releases.repo_dir)
+    repo = ServedRepository(releases.repo_dir, stall_seconds=3)
     yield repo
     repo.close()
 
