@@ -67,8 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true")
     sub.add_parser("status", help="releases, current, previous, service state, engines")
     sub.add_parser("on-failure", help="run by the OnFailure= unit: roll back after a crash loop")
-    sub.add_parser(
-        "recover", help="run before the app starts: finish a switch that a crash or power loss interrupted"
+    p = sub.add_parser(
+        "recover", help="undo a switch that a crash, a power loss or a killed agent interrupted"
+    )
+    p.add_argument(
+        "--restart", action="store_true", help="restart the app on the release it goes back to (the timer)"
     )
     sub.add_parser("exec", help="the service's ExecStart: exec the current release's entry command")
     return parser
@@ -108,7 +111,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.command == "on-failure":
         return agent.on_failure()
     if args.command == "recover":
-        return agent.recover()
+        return agent.recover(restart=args.restart)
     if args.command == "exec":
         agent.exec_app()  # does not return
     return agent.status()

@@ -17,6 +17,9 @@ from edge_agent.tags import check_tag
 from edge_common.fsutil import atomic_symlink, atomic_write, read_json, tree_files, write_json
 
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A release whose activation was cut short this many times is marked bad: something on the robot
+# (memory, a watchdog of its own) kills every try, and pull mode would otherwise retry it forever.
+INTERRUPTIONS_BEFORE_BAD = 3
 
 
 class SwitchStep(SnapshotStep, GateStep):
@@ -154,6 +157,7 @@ class SwitchStep(SnapshotStep, GateStep):
         if verdict["passed"]:
             state.update(current=tag, previous=current if current != tag else state.get("previous"))
             (state.setdefault("bad", {})).pop(tag, None)
+            (state.setdefault("interrupted", {})).pop(tag, None)
             result["pruned"] = self._prune(tag, state.get("previous"))
             result["seconds"] = round(time.monotonic() - started, 2)
             self._record(state, op, **{"from": current, "to": tag, "result": "ok", "reason": reason})
@@ -194,18 +198,22 @@ class SwitchStep(SnapshotStep, GateStep):
             result,
         )
 
-    def recover(self) -> Dict[str, Any]:
-        """Run before the app starts (ExecStartPre=+ in the release drop-in), boot included.
+    def recover(self, restart: bool = False) -> Dict[str, Any]:
+        """Finish nothing, undo an interrupted move: put the robot back on its last gated release.
 
-        A move (activate or rollback) that a power loss, a killed container or a killed agent cut
-        short leaves the robot between two releases: the symlink or the outside state may already
-        point at a release whose health gate never passed. Put the robot back on the release that
-        last passed it (the `from` of an activation, the target of a rollback). Returns at once when
-        another agent run holds the lock: that run owns the switch and restarts the app itself.
+        Runs before the app starts (ExecStartPre=+ in the release drop-in, boot included), and from
+        <app>-recover.timer while the robot stays up (`restart`: the app is running, so it is
+        restarted on the release it goes back to). A move (activate or rollback) that a power loss,
+        a killed container or a killed agent cut short leaves the robot between two releases: the
+        symlink or the outside state may already point at a release whose health gate never
+        passed. Put the robot back on the release that last passed it (the `from` of an
+        activation, the target of a rollback). Returns at once when another agent run holds the
+        lock: that run is alive, owns the switch and restarts the app itself; the run lock is an
+        flock, so an agent that was killed holds nothing.
         """
         try:
             with self._lock(0):
-                return self._recover_locked(restart=False)
+                return self._recover_locked(restart=restart)
         except Busy:
             return {"changed": False, "reason": "an agent run is under way"}
 
@@ -217,8 +225,9 @@ class SwitchStep(SnapshotStep, GateStep):
         current = self.current_tag()
         good = pending.get("from") if pending.get("op") == "activate" else pending.get("to")
         interrupted = pending.get("to") if pending.get("op") == "activate" else pending.get("from")
-        why = "interrupted during %s (the robot or the agent stopped before its health gate passed)" % (
-            pending.get("op")
+        why = "%s of %s interrupted before its health gate passed (the robot or the agent stopped)" % (
+            pending.get("op"),
+            pending.get("to"),
         )
         if not good or not self.is_staged(good):
             # A first install has nothing to go back to: keep what is there, say so.
@@ -230,8 +239,18 @@ class SwitchStep(SnapshotStep, GateStep):
             return {"changed": False, "tag": current, "reason": why}
         how = self._switch(good, restore=True)
         state.pop("pending", None)
+        retry = None
         if interrupted and interrupted != good:
-            state.setdefault("bad", {})[interrupted] = why
+            # Its gate never ran, so it is not bad: the next deploy or pull may try it again. Only a
+            # release that is interrupted again and again is given up on.
+            tries = state.setdefault("interrupted", {})
+            tries[interrupted] = int(tries.get(interrupted) or 0) + 1
+            if tries[interrupted] >= INTERRUPTIONS_BEFORE_BAD:
+                state.setdefault("bad", {})[interrupted] = "%s (%d times)" % (why, tries[interrupted])
+                retry = "given up after %d interrupted tries" % tries[interrupted]
+            else:
+                retry = "may be tried again"
+            why = "%s; %s %s" % (why, interrupted, retry)
         state["current"] = good
         if state.get("previous") == good:
             state["previous"] = None
@@ -239,8 +258,17 @@ class SwitchStep(SnapshotStep, GateStep):
         self._record(state, "recover", **fields)
         if restart:
             self._restart()
-        self.log("recovered from an interrupted %s: back on %s" % (pending.get("op"), good))
-        return {"changed": True, "tag": good, "from": current, "outside_state": how, "pending": pending}
+        self.log("recovered: %s; back on %s" % (why, good))
+        return {
+            "changed": True,
+            "tag": good,
+            "from": current,
+            "outside_state": how,
+            "pending": pending,
+            "reason": why,
+            "interrupted": interrupted if interrupted != good else None,
+            "retry": retry,
+        }
 
     def on_failure(self) -> Dict[str, Any]:
         """Run by <app>-rollback.service (OnFailure= of the app unit): a crash loop after activation."""

@@ -28,6 +28,7 @@ from tests.repo import REPO
 ROBOT = "nx-01"
 AGENT = ["/opt/edge-agent/venv/bin/python", "/opt/edge-agent/edge-agent.pyz"]
 CONFIG = "/etc/edge-agent/edge-app.json"
+KEYS = "sha256sum /home/*/.ssh/authorized_keys"
 ROLE_VARS = {
     "release_health_soak_seconds": 2,
     "release_health_interval_seconds": 0.5,
@@ -35,6 +36,7 @@ ROLE_VARS = {
     "release_service_start_limit_burst": 2,
     "release_service_restart_seconds": 1,
     "release_service_watchdog_seconds": 10,
+    "release_recover_interval": "3s",
 }
 
 
@@ -100,6 +102,22 @@ def wait_for(predicate, what: str, attempts: int = 120, delay: float = 0.5):
             return value
         time.sleep(delay)
     raise AssertionError("gave up waiting for " + what)
+
+
+def kill_agent_when(fleet, args: str, ready, what: str) -> None:
+    """Run the agent with `args` in the background on ROBOT and kill -9 it as soon as `ready()`."""
+    command = "echo $$ > /tmp/agent.pid; exec %s --config %s %s" % (" ".join(AGENT), CONFIG, args)
+    background = subprocess.Popen(
+        ["podman", "exec", fleet.robots[ROBOT].container, "sh", "-c", command],
+        env=dict(os.environ, CONTAINERS_CONF=str(paths.CONTAINERS_CONF)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(ready, what, attempts=400, delay=0.05)
+        sh(fleet, ROBOT, "kill -9 $(cat /tmp/agent.pid)")
+    finally:
+        background.wait(timeout=60)
 
 
 def tree_digest(fleet, robot, path) -> str:
@@ -225,27 +243,12 @@ def test_agent_killed_mid_stage_then_rerun_completes(fleet, releases):
     assert run.rc == 0, run.stdout[-3000:]
     # Stage again from scratch, and kill the agent once its staging folder exists.
     sh(fleet, ROBOT, "rm -rf /opt/edge-app/releases/v3.0.0")
-    stage = "%s --config %s stage --repo /var/lib/edge-agent/edge-app/incoming --tag v3.0.0" % (
-        " ".join(AGENT),
-        CONFIG,
+    kill_agent_when(
+        fleet,
+        "stage --repo /var/lib/edge-agent/edge-app/incoming --tag v3.0.0",
+        lambda: sh(fleet, ROBOT, "ls -d /opt/edge-app/releases/.staging-v3.0.0-*").returncode == 0,
+        "the staging folder",
     )
-    container = fleet.robots[ROBOT].container
-    background = subprocess.Popen(
-        ["podman", "exec", container, "sh", "-c", "echo $$ > /tmp/stage.pid; exec " + stage],
-        env=dict(os.environ, CONTAINERS_CONF=str(paths.CONTAINERS_CONF)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(
-            lambda: sh(fleet, ROBOT, "ls -d /opt/edge-app/releases/.staging-v3.0.0-*").returncode == 0,
-            "the staging folder",
-            attempts=200,
-            delay=0.05,
-        )
-        sh(fleet, ROBOT, "kill -9 $(cat /tmp/stage.pid)")
-    finally:
-        background.wait(timeout=60)
     now = status(fleet)
     assert now["current"] == live and now["service"]["ActiveState"] == "active"
     assert "v3.0.0" not in [r["tag"] for r in now["releases"]]
@@ -253,6 +256,47 @@ def test_agent_killed_mid_stage_then_rerun_completes(fleet, releases):
     assert rerun["ok"] and rerun["changed"], rerun
     assert any(name.startswith(".staging-v3.0.0") for name in rerun["leftovers_removed"])
     assert sh(fleet, ROBOT, "ls -a /opt/edge-app/releases | grep -c staging").stdout.strip() == "0"
+
+
+def test_agent_killed_mid_activation_is_undone_without_a_reboot(fleet, releases):
+    """The agent dies inside `activate` (after the switch, before its health gate passed) while the
+    robot stays up: the recover timer puts the robot back on its gated release within its interval,
+    restarts the app there, and leaves the interrupted release free to be tried again."""
+    live = status(fleet)["current"]
+    assert live != "v3.0.0" and "v3.0.0" in [r["tag"] for r in status(fleet)["releases"]]
+    data = tree_digest(fleet, ROBOT, "/opt/edge-app/shared/data")
+    keys = sh(fleet, ROBOT, KEYS).stdout
+    assert "authorized_keys" in keys, keys
+    booted = sh(fleet, ROBOT, "ps -o lstart= -p 1").stdout
+    # killed once the link names v3.0.0: the app runs a release whose gate has not passed
+    kill_agent_when(
+        fleet,
+        "activate --tag v3.0.0",
+        lambda: sh(fleet, ROBOT, "readlink /opt/edge-app/current").stdout.strip() == "releases/v3.0.0",
+        "the switch to v3.0.0",
+    )
+
+    def undone():
+        now = status(fleet)
+        return now if not now["pending"] and now["service"]["ActiveState"] == "active" else None
+
+    now = wait_for(undone, "the recover timer (every 3 s) to undo the switch", attempts=60)
+    assert now["current"] == live, now
+    assert now["last"]["op"] == "recover" and now["last"]["result"] == "ok", now["last"]
+    assert now["last"]["reason"] == (
+        "activate of v3.0.0 interrupted before its health gate passed (the robot or the agent "
+        "stopped); v3.0.0 may be tried again"
+    ), now["last"]
+    assert "v3.0.0" not in now["bad"], now["bad"]
+    health = json.loads(sh(fleet, ROBOT, "curl -sf http://127.0.0.1:8080/healthz").stdout)
+    assert health["release"] == live, health  # the app was restarted on the gated release
+    journal = sh(fleet, ROBOT, "journalctl -u edge-app-recover --no-pager -o cat").stdout
+    assert "recovered: activate of v3.0.0 interrupted" in journal, journal[-2000:]
+    assert sh(fleet, ROBOT, "ps -o lstart= -p 1").stdout == booted  # no reboot
+    assert tree_digest(fleet, ROBOT, "/opt/edge-app/shared/data") == data
+    assert sh(fleet, ROBOT, KEYS).stdout == keys
+    again = agent(fleet, ROBOT, "activate", "--tag", "v3.0.0")  # tried again: its gate passes
+    assert again["ok"] and again["health"]["passed"] and status(fleet)["current"] == "v3.0.0", again
 
 
 def test_disk_full_during_stage_fails_cleanly(fleet, releases):
@@ -263,6 +307,8 @@ def test_disk_full_during_stage_fails_cleanly(fleet, releases):
         "root": "/opt/edge-small",
         "state_dir": "/var/lib/edge-agent/edge-small",
         "systemd": False,
+        # its own unit folder: the drop-in it writes must not replace the real edge-app's
+        "systemd_dir": "/var/lib/edge-agent/edge-small/systemd",
         "python": AGENT[0],
         "agent_path": AGENT[1],
         "engine_backend": "onnxruntime",
@@ -331,7 +377,11 @@ def test_hang_then_crash_loop_rolls_back_by_itself(fleet, releases):
         done = now["current"] == "v3.0.0" and (now["last"] or {}).get("op") == "rollback"
         return now if done and now["service"]["ActiveState"] == "active" else None
 
-    back = wait_for(rolled_back, "the self-rollback to v3.0.0", attempts=180)
+    try:
+        back = wait_for(rolled_back, "the self-rollback to v3.0.0", attempts=180)
+    except AssertionError as exc:
+        units = sh(fleet, ROBOT, "journalctl -u 'edge-app*' --no-pager -o short-monotonic | tail -60").stdout
+        raise AssertionError("%s\nstatus: %s\n%s" % (exc, json.dumps(status(fleet)), units)) from None
     # first start: hung, killed by the watchdog; second start: crashed; no third start (StartLimitBurst=2)
     journal = sh(fleet, ROBOT, "journalctl -u edge-app --no-pager -o cat").stdout
     assert "Watchdog timeout" in journal and "injected hang" in journal, journal[-3000:]
