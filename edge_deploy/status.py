@@ -25,6 +25,8 @@ def robot_row(name: str, facts: Optional[Dict[str, Any]], reachable: bool = True
     jetson = local.get("jetson") or {}
     last = release.get("last") or {}
     move = "%s %s -> %s (%s)" % (last.get("op"), last.get("from") or "-", last.get("to"), last.get("result"))
+    if last.get("reason") and (last.get("op") == "recover" or last.get("result") != "ok"):
+        move += ": " + str(last["reason"])  # an undone, rolled-back or failed move says why
     pulled = release.get("pull") or {}
     pull = None
     if pulled:

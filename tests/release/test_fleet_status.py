@@ -3,7 +3,7 @@ output (what ansible_local.edge_release runs) and the jetson_facts fact."""
 
 from __future__ import annotations
 
-from test_release_agent import live
+from test_release_agent import interrupt_activation, live
 
 from edge_deploy import status
 
@@ -25,6 +25,21 @@ def test_row_from_a_real_agent_status(releases, make_agent):
     cells = status.cells(row)
     assert cells[:5] == ["nx-01", "Jetson Orin NX 16GB", "6.0", "v1.1.0", "v1.0.0"]
     assert cells[5] == "v1.0.0, v1.1.0" and cells[6] == "-"
+
+
+def test_row_says_why_an_interrupted_activation_was_undone(releases, make_agent, monkeypatch):
+    agent = make_agent()
+    live(agent, releases, "v1.0.0")
+    releases.publish("v1.1.0")
+    agent.stage(str(releases.repo_dir), "v1.1.0")
+    interrupt_activation(agent, "v1.1.0", monkeypatch, interrupt=KeyboardInterrupt)
+    make_agent().recover()
+    row = status.robot_row("nx-01", {"ansible_local": {"edge_release": agent.status()}})
+    assert row["current"] == "v1.0.0" and row["bad"] == []
+    assert row["last"] == (
+        "recover v1.1.0 -> v1.0.0 (ok): activate of v1.1.0 interrupted before its health gate passed "
+        "(the robot or the agent stopped); v1.1.0 may be tried again"
+    )
 
 
 def test_rows_for_robots_without_the_agent_or_out_of_reach():
