@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 from edge_deploy.sim import podman
+from tests.repo import REPO
 
 SUPPORTED = ("nano-01", "nx-01", "agx-01")
 MODES = {"nano-01": "15W", "nx-01": "25W", "agx-01": "MAXN"}
@@ -104,6 +110,100 @@ def test_key_login_works_and_password_login_is_refused(fleet, provisioned, robot
     assert refused.returncode == 255
     # The server offers nothing but public keys.
     assert "Permission denied (publickey)." in refused.stderr, refused.stderr
+
+
+class Agent:
+    """An ssh-agent of the test's own holding `keys` in that order (ssh offers them in that order)."""
+
+    def __init__(self, folder, keys):
+        self.socket = str(folder / "agent.sock")
+        self.process = subprocess.Popen(["ssh-agent", "-D", "-a", self.socket],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.env = dict(os.environ, SSH_AUTH_SOCK=self.socket)
+        for _ in range(100):
+            if os.path.exists(self.socket) or self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        for key in keys:
+            subprocess.run(["ssh-add", "-q", str(key)], env=self.env, check=True, capture_output=True)
+
+    def fingerprints(self) -> list[str]:
+        listed = subprocess.run(["ssh-add", "-l"], env=self.env, capture_output=True, text=True, check=True)
+        return [line.split()[1] for line in listed.stdout.splitlines()]
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def fingerprint(key) -> str:
+    return subprocess.run(["ssh-keygen", "-l", "-f", str(key)], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+
+
+@pytest.fixture
+def loaded_agent(tmp_path):
+    """Four keys the robots do not hold, made for the test; the agent gets them first."""
+    others = []
+    for number in range(4):
+        key = tmp_path / ("other-%d" % number)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "not-the-robots-key",
+                        "-f", str(key)], check=True)
+        others.append(key)
+    agents = []
+
+    def start(*keys):
+        folder = tmp_path / ("agent-%d" % len(agents))
+        folder.mkdir()
+        agent = Agent(folder, [*others, *keys])
+        agents.append(agent)
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.close()
+
+
+def ansible_ping(fleet, robot: str, agent: Agent, tmp_path) -> subprocess.CompletedProcess:
+    """`ansible -m ping` the way a production inventory reaches a robot (inventory/example): its
+    address, user and the controller's key, with the repository's ansible.cfg (ssh_args). No
+    multiplexed connection from an earlier run may answer for it: a control path of its own."""
+    target = fleet.robots[robot]
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {robot: {
+        "ansible_host": "127.0.0.1", "ansible_port": target.port, "ansible_user": "nvidia",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_private_key_file": str(fleet.fleet.key),
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes"
+                                   % fleet.fleet.known_hosts}}}}))
+    control = tempfile.mkdtemp(prefix="cp-", dir="/tmp")  # short: a socket path has ~100 characters
+    try:
+        env = dict(agent.env, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_SSH_CONTROL_PATH_DIR=control)
+        return subprocess.run([str(Path(sys.executable).parent / "ansible"), "-i", str(inventory), robot,
+                               "-m", "ansible.builtin.ping"],
+                              capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    finally:
+        shutil.rmtree(control, ignore_errors=True)
+
+
+def test_a_controller_offering_its_whole_agent_is_cut_off(fleet, provisioned, loaded_agent):
+    """The control for the next test: five keys in the agent, the robot's last, offered the way ssh
+    does without IdentitiesOnly and without a key named. The hardened robot ends the connection
+    before the right key comes up, so a login that works with them is the fix's doing."""
+    agent = loaded_agent(fleet.fleet.key)
+    assert len(agent.fingerprints()) == 5 and agent.fingerprints()[-1] == fingerprint(fleet.fleet.key)
+    offered = ssh(fleet, "nano-01", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=no", env=agent.env)
+    assert offered.returncode == 255
+    assert "Too many authentication failures" in offered.stderr, offered.stderr
+
+
+@pytest.mark.parametrize("where", ["agent, last of five", "file, agent holds four others"])
+def test_controller_logs_in_whatever_its_agent_holds(fleet, provisioned, loaded_agent, tmp_path, where):
+    """The robot's key in the agent after four others, or only on disk while the agent holds four
+    others: ansible offers the key its inventory names and nothing else (ssh_args IdentitiesOnly)."""
+    agent = loaded_agent(fleet.fleet.key) if where.startswith("agent") else loaded_agent()
+    run = ansible_ping(fleet, "nano-01", agent, tmp_path)
+    assert run.returncode == 0 and "ping: pong" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
 
 
 def test_password_login_attempt_works_where_not_hardened(fleet, tmp_path):
