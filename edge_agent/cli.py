@@ -2,8 +2,8 @@
 
 Every command prints one JSON object with --json: {"command", "ok", ...} or {"command", "ok": false,
 "error": {"kind", "message", "details"}}. Exit codes: 0 ok, 1 failed, 2 usage, 3 refused (nothing
-changed), 4 health gate failed and rolled back, 5 another run holds the lock, 7 the robot's clock
-contradicts the signed metadata (nothing changed).
+changed; `lock --condition`: the mission lock holds), 4 health gate failed and rolled back, 5
+another run holds the lock, 7 the robot's clock contradicts the signed metadata (nothing changed).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from edge_agent import __version__
-from edge_agent.errors import EXIT_FAILED, EXIT_OK, AgentError
+from edge_agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, AgentError
 
 DEFAULT_CONFIG = "/etc/edge-agent/edge-app.json"
 
@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="the lock file (default: mission_lock_file in the config)")
     p.add_argument("--min-battery", type=float, help="lowest charge, 0..1 (default: min_battery)")
     p.add_argument("--require-docked", action="store_true", help="refuse while the robot is not docked")
+    p.add_argument(
+        "--max-age-hours",
+        type=float,
+        help="a lock older than this holds nothing (default: mission_lock_max_age_hours; 0: never)",
+    )
+    p.add_argument(
+        "--condition",
+        action="store_true",
+        help="exit 3 while the lock holds (systemd's ExecCondition=: the unit is skipped, not failed)",
+    )
     p = sub.add_parser("rollback", help="back to the previous release, or to --tag (a kept release)")
     p.add_argument("--tag")
     p.add_argument("--no-gate", action="store_true")
@@ -104,8 +114,11 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.command == "lock":
         path = args.file or cfg.mission_lock_file
         battery = cfg.min_battery if args.min_battery is None else args.min_battery
-        reason = mission.check(path, battery, args.require_docked or cfg.require_docked)
-        return {"changed": False, "free": reason is None, "reason": reason, "file": path}
+        age = cfg.mission_lock_max_age_hours if args.max_age_hours is None else args.max_age_hours
+        lock = mission.read(path, battery, args.require_docked or cfg.require_docked, age)
+        if lock.stale:
+            agent.log(lock.stale)
+        return {"changed": False, "free": lock.free, "reason": lock.reason, "stale": lock.stale, "file": path}
     if args.command == "rollback":
         return agent.rollback(args.tag, gate=not args.no_gate, dry_run=args.dry_run)
     if args.command == "on-failure":
@@ -133,4 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(dict({"command": args.command, "ok": True}, **result), sort_keys=True, default=str))
     else:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    if args.command == "lock" and args.condition and not result["free"]:
+        sys.stderr.write("edge-agent lock: held: %s\n" % result["reason"])
+        return EXIT_REFUSED
     return EXIT_OK

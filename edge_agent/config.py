@@ -28,6 +28,8 @@ DEFAULTS: Dict[str, Any] = {
     "mission_lock_file": None,  # default /run/<app>/mission-lock.json, written by the robot app
     "min_battery": 0.3,  # below this charge (0..1) no update starts
     "require_docked": False,
+    # A lock older than this holds nothing: the update goes ahead and says so (0: never stale).
+    "mission_lock_max_age_hours": 6,
     "lock_timeout_seconds": 600,
     "command_timeout_seconds": 1800,  # per engine build and gate
     # Downloads from the repository: no byte for this long is a stalled server; all of one run's

@@ -23,8 +23,17 @@ from edge_common.versions import version_key
 
 class PullStep(StageStep, SwitchStep):
     def mission_lock(self) -> Optional[str]:
-        """None when the robot app's mission lock lets an update start; else why not."""
-        return mission.check(self.cfg.mission_lock_file, self.cfg.min_battery, self.cfg.require_docked)
+        """None when the robot app's mission lock lets an update start; else why not. A stale
+        lock lets it start, and the agent log says so."""
+        lock = mission.read(
+            self.cfg.mission_lock_file,
+            self.cfg.min_battery,
+            self.cfg.require_docked,
+            self.cfg.mission_lock_max_age_hours,
+        )
+        if lock.stale:
+            self.log(lock.stale)
+        return lock.reason
 
     def pull(self, repo: Optional[str], dry_run: bool = False) -> Dict[str, Any]:
         """Take the newest signed release that is newer than the current one, not marked bad and

@@ -118,7 +118,7 @@ def test_mission_lock(tmp_path, content, reason):
         path.write_text(content)
     elif content is not None:
         path.write_text(json.dumps(content))
-    found = mission.check(str(path), min_battery=0.3, require_docked=True)
+    found = mission.read(str(path), min_battery=0.3, require_docked=True).reason
     if reason is None:
         assert found is None
     else:
