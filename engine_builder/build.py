@@ -12,6 +12,7 @@ from engine_builder.backends import get_backend
 from engine_builder.device import identity, identity_key
 from engine_builder.errors import ModelError
 from engine_builder.fingerprint import fingerprint, payload
+from engine_builder.onnx_tools import readable
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
 
@@ -68,6 +69,7 @@ def build(
             )
             return hit
 
+    readable(onnx_path)  # a cut or foreign file: one clear message, whichever backend would parse it
     started = time.time()
     t0 = time.monotonic()
     with atomic_path(artifact) as tmp:

@@ -280,6 +280,7 @@ def cmd_compare(args: argparse.Namespace) -> Dict[str, Any]:
         min_cosine=args.min_cosine,
         max_abs_error=args.max_abs_error,
         backend_kwargs=_backend_kwargs(args),
+        max_accuracy_drop_points=args.max_accuracy_drop,
     )
     if not result["passed"]:
         raise GateFailed("accuracy gate failed: " + "; ".join(result["failures"]), details={"result": result})
@@ -356,6 +357,17 @@ def _print_human(command: str, result: Dict[str, Any], out) -> None:
                     m.get("top1_agreement", "-"),
                 )
             )
+            if "accuracy_drop_points" in m:
+                out.write(
+                    "%s: accuracy %.2f %% (reference %.2f %%), %.2f points lost on %d labelled samples\n"
+                    % (
+                        name,
+                        100 * m["candidate_accuracy"],
+                        100 * m["reference_accuracy"],
+                        m["accuracy_drop_points"],
+                        m["labelled_samples"],
+                    )
+                )
         out.write("gate: %s\n" % ("PASS" if result["passed"] else "FAIL"))
     elif command == "build":
         out.write(
@@ -477,7 +489,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", help="the FP32 ONNX model for the onnxruntime reference")
     p.add_argument("--samples", help="golden .npz: inputs, optional labels and expected.<output> arrays")
     p.add_argument("--count", type=int, default=64, help="random samples when no --samples")
-    p.add_argument("--max-top1-disagreement", type=float, default=0.01)
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="with labelled --samples: accuracy points the artifact may lose against the reference",
+    )
+    p.add_argument(
+        "--max-top1-disagreement",
+        type=float,
+        help="share of top-1 answers that may differ from the reference (default 0.01 without labels; "
+        "with labels only when given)",
+    )
     p.add_argument("--min-cosine", type=float)
     p.add_argument("--max-abs-error", type=float)
     p.add_argument("--trtexec", help="path of trtexec")

@@ -3,6 +3,13 @@
 Reference: the `expected.*` arrays of a golden .npz when present (computed on the controller, so a
 robot without onnxruntime can check parity), else onnxruntime FP32 on the original ONNX. Candidate:
 the built artifact through its backend's runner.
+
+What the gate measures depends on the samples. With labels (a golden .npz with `labels`), the
+accuracy the candidate loses against the FP32 reference, in points (`max_accuracy_drop_points`,
+default 1): what a release is for, and what an INT8 model may lose to its calibration. Without
+labels (or random inputs) there is no accuracy to measure: top-1 disagreement with the reference
+stands in for it (`max_top1_disagreement`, default 0.01). An explicit `max_top1_disagreement`
+applies to labelled sets too.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from engine_builder.backends.base import Runner
 from engine_builder.errors import MissingDependency, UsageError
 from engine_builder.tensors import TensorSpec, chunks, concrete_shape, load_samples, random_inputs
 
-DEFAULT_MAX_TOP1_DISAGREEMENT = 0.01
+DEFAULT_MAX_TOP1_DISAGREEMENT = 0.01  # unlabelled samples, unless a limit is given
+DEFAULT_MAX_ACCURACY_DROP_POINTS = 1.0  # labelled samples: accuracy points lost against FP32
 
 
 def sample_inputs(specs: List[TensorSpec], count: int, seed: int = 0) -> Dict[str, Any]:
@@ -66,24 +74,54 @@ def output_metrics(ref: Any, cand: Any, labels: Optional[Any] = None) -> Dict[st
         out.update({"top1_agreement": agreement, "top1_disagreement": round(1.0 - agreement, 12)})
         if labels is not None and ref.ndim == 2 and len(labels) == ref.shape[0]:
             labels = np.asarray(labels).reshape(-1)
-            out["reference_accuracy"] = float((top_r == labels).mean())
-            out["candidate_accuracy"] = float((top_c == labels).mean())
+            reference, candidate = float((top_r == labels).mean()), float((top_c == labels).mean())
+            out.update(
+                {
+                    "labelled_samples": int(labels.shape[0]),
+                    "reference_accuracy": reference,
+                    "candidate_accuracy": candidate,
+                    # rounded: one sample of 450 is 0.2222 points, and 1.0000000001 must not fail 1.0
+                    "accuracy_drop_points": round(100.0 * (reference - candidate), 6),
+                }
+            )
     return out
+
+
+def _percent(value: float) -> str:
+    return "%.2f %%" % (100.0 * value)
 
 
 def gate(
     metrics: Dict[str, Dict[str, Any]],
-    max_top1_disagreement: float = DEFAULT_MAX_TOP1_DISAGREEMENT,
+    max_top1_disagreement: Optional[float] = None,
     min_cosine: Optional[float] = None,
     max_abs_error: Optional[float] = None,
+    max_accuracy_drop_points: Optional[float] = DEFAULT_MAX_ACCURACY_DROP_POINTS,
 ) -> List[str]:
-    """Reasons the candidate fails (empty list: it passes)."""
+    """Reasons the candidate fails (empty list: it passes). See the module docstring for which
+    measure applies: accuracy points with labels, top-1 disagreement without (or when given)."""
     failures = []
     for name, m in sorted(metrics.items()):
-        if "top1_disagreement" in m and m["top1_disagreement"] > max_top1_disagreement:
+        labelled = "accuracy_drop_points" in m
+        limit_points = max_accuracy_drop_points
+        if labelled and limit_points is not None and m["accuracy_drop_points"] > limit_points:
             failures.append(
-                "%s: top-1 disagreement %.4f > %.4f" % (name, m["top1_disagreement"], max_top1_disagreement)
+                "%s: accuracy %s vs %s for FP32, %.2f points lost on %d labelled samples "
+                "(at most %g allowed)"
+                % (
+                    name,
+                    _percent(m["candidate_accuracy"]),
+                    _percent(m["reference_accuracy"]),
+                    m["accuracy_drop_points"],
+                    m["labelled_samples"],
+                    limit_points,
+                )
             )
+        limit = max_top1_disagreement
+        if limit is None and not labelled:
+            limit = DEFAULT_MAX_TOP1_DISAGREEMENT
+        if limit is not None and "top1_disagreement" in m and m["top1_disagreement"] > limit:
+            failures.append("%s: top-1 disagreement %.4f > %.4f" % (name, m["top1_disagreement"], limit))
         if min_cosine is not None and m["cosine_min"] < min_cosine:
             failures.append("%s: cosine similarity %.6f < %.6f" % (name, m["cosine_min"], min_cosine))
         if max_abs_error is not None and m["max_abs_error"] > max_abs_error:
@@ -111,10 +149,11 @@ def compare(
     samples_path: Optional[str] = None,
     count: int = 64,
     seed: int = 0,
-    max_top1_disagreement: float = DEFAULT_MAX_TOP1_DISAGREEMENT,
+    max_top1_disagreement: Optional[float] = None,
     min_cosine: Optional[float] = None,
     max_abs_error: Optional[float] = None,
     backend_kwargs: Optional[Dict[str, Any]] = None,
+    max_accuracy_drop_points: Optional[float] = DEFAULT_MAX_ACCURACY_DROP_POINTS,
 ) -> Dict[str, Any]:
     backend = get_backend(backend_name, **(backend_kwargs or {}))
     with backend.runner(artifact_path) as runner:
@@ -139,18 +178,45 @@ def compare(
     if missing:
         raise UsageError("candidate has no output(s) %s (it has: %s)" % (missing, sorted(candidate)))
     metrics = {name: output_metrics(reference[name], candidate[name], labels) for name in sorted(reference)}
-    failures = gate(metrics, max_top1_disagreement, min_cosine, max_abs_error)
+    failures = gate(metrics, max_top1_disagreement, min_cosine, max_abs_error, max_accuracy_drop_points)
+    labelled = any("accuracy_drop_points" in m for m in metrics.values())
     return {
         "backend": backend.name,
         "artifact": artifact_path,
         "reference": source,
         "samples": int(next(iter(inputs.values())).shape[0]),
+        "labelled": labelled,
         "outputs": metrics,
+        "accuracy": accuracy_summary(metrics, max_accuracy_drop_points),
         "gate": {
-            "max_top1_disagreement": max_top1_disagreement,
+            "max_top1_disagreement": max_top1_disagreement
+            if max_top1_disagreement is not None or labelled
+            else DEFAULT_MAX_TOP1_DISAGREEMENT,
+            "max_accuracy_drop_points": max_accuracy_drop_points if labelled else None,
             "min_cosine": min_cosine,
             "max_abs_error": max_abs_error,
         },
         "failures": failures,
         "passed": not failures,
+    }
+
+
+def accuracy_summary(
+    metrics: Dict[str, Dict[str, Any]], max_drop_points: Optional[float]
+) -> Optional[Dict[str, Any]]:
+    """Both accuracies of the labelled output that lost the most (None without labels): what the
+    gate record, the engine report and the rollout report show."""
+    labelled = [(m["accuracy_drop_points"], n) for n, m in metrics.items() if "accuracy_drop_points" in m]
+    if not labelled:
+        return None
+    name = max(labelled)[1]
+    m = metrics[name]
+    return {
+        "output": name,
+        "samples": m["labelled_samples"],
+        "reference_accuracy": m["reference_accuracy"],
+        "candidate_accuracy": m["candidate_accuracy"],
+        "drop_points": m["accuracy_drop_points"],
+        "max_drop_points": max_drop_points,
+        "passed": max_drop_points is None or m["accuracy_drop_points"] <= max_drop_points,
     }

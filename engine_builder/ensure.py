@@ -15,7 +15,10 @@ Model spec (paths relative to `base`, the release folder):
     backends: [tensorrt, onnxruntime]   # preference; the first the robot has is used
     build: {workspace_mib: 1024, dla_core: 0, gpu_fallback: true,
             shapes: {min: "input:1x3x640x640", opt: ..., max: ...}}
-    golden: {samples: models/golden.npz, max_top1_disagreement: 0.01, max_abs_error: 2.0,
+    golden: {samples: models/golden.npz,      # inputs, labels, expected.<output> (FP32)
+             max_accuracy_drop_points: 1.0,    # with labels: points lost against FP32
+             max_top1_disagreement: 0.01,      # without labels (applies to both when set)
+             max_abs_error: 2.0,
              p99_ms: 50 | {orin_nano: 30, orin_nx: 15, agx_orin: 10, default: 50}}
 """
 
@@ -26,11 +29,18 @@ import re
 import time
 from typing import Any, Dict, List, Optional
 
-from edge_common.fsutil import LockTimeout, sha256_file
-from engine_builder import gate, store
+from edge_common.fsutil import LockTimeout, read_json, sha256_file, write_json
+from engine_builder import gate, onnx_tools, store
 from engine_builder.errors import BuildError, EngineBuilderError, ModelError, UsageError
 from engine_builder.progress import Progress
 
+# ROOT/<name>/.refused.json: the gate records of engines refused for accuracy, by fingerprint and
+# gate record key (the newest few). The verdict is a property of the model, the golden set and the
+# robot: asked the same question again (the update timer's next pull of the same release), ensure
+# answers from it instead of building again (minutes for TensorRT). A latency refusal is not kept
+# (load on the robot may have caused it); --force builds and gates again.
+REFUSED_RECORD = ".refused.json"
+REFUSED_KEPT = 10
 BACKEND_ORDER = ("tensorrt", "trtexec", "onnxruntime")
 SPEC_KEYS = ("name", "onnx", "precision", "backend", "backends", "build", "golden")
 BUILD_KEYS = ("workspace_mib", "dla_core", "gpu_fallback", "shapes", "builder_optimization_level")
@@ -205,6 +215,32 @@ def ensure(
         ) from exc
 
 
+def _refused_path(root: str, name: str) -> str:
+    return os.path.join(store.model_dir(root, name), REFUSED_RECORD)
+
+
+def refused_record(root: str, name: str, fingerprint: str, key: Optional[str]) -> Optional[Dict[str, Any]]:
+    """The record of an accuracy refusal of this engine for this gate question, if one was kept."""
+    if not key:
+        return None
+    return ((read_json(_refused_path(root, name), {}) or {}).get(fingerprint) or {}).get(key)
+
+
+def _keep_refusal(
+    root: str, name: str, fingerprint: str, key: Optional[str], verdict: Dict[str, Any]
+) -> None:
+    if not key or (verdict.get("accuracy") or {}).get("passed") is not False:
+        return
+    path = _refused_path(root, name)
+    records = read_json(path, {}) or {}
+    records.setdefault(fingerprint, {})[key] = verdict
+    newest = sorted(records, key=lambda fp: max(r.get("at") or "" for r in records[fp].values()))
+    for old in newest[:-REFUSED_KEPT]:
+        del records[old]
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_json(path, records)
+
+
 def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, progress, file_sha256):
     from engine_builder.build import build, timing_cache_path
 
@@ -214,9 +250,15 @@ def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, pro
     cached = None if force else store.verified(root, name, key)  # again, under the lock
     built = None
     folder = store.engine_dir(root, name, key)
+    if cached is None and not force and gate.active(conf):
+        known = refused_record(root, name, key, gate.record_key(conf, file_sha256))
+        if known:  # the same engine, the same question: the same answer, without a build
+            gate.raise_if_failed(name, key, dict(known, remembered=True), out["precision"])
     if cached is None:
-        staging = store.prepare(root, name, key)
         model = store.onnx_path(root, sha)
+        # a cut or foreign file, named as the release (or the plugin) gave it, before a backend parses it
+        onnx_tools.readable(model, shown=source if source and os.path.isfile(source) else None)
+        staging = store.prepare(root, name, key)
         if out["backend"] != "onnxruntime":
             options.timing_cache = timing_cache_path(
                 store.timing_dir(root), out["backend_version"], out["device"]
@@ -268,7 +310,8 @@ def _ensure_locked(root, spec, out, conf, source, sha, options, force, keep, pro
         if not verdict["passed"]:
             if built:
                 store.discard(root, name, key)
-            gate.raise_if_failed(name, key, verdict)
+                _keep_refusal(root, name, key, record_key, verdict)
+            gate.raise_if_failed(name, key, verdict, out["precision"])
     if built:
         folder = store.commit(root, name, key)
     previous = store.make_current(root, name, key)

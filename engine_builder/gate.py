@@ -1,5 +1,12 @@
 """The engine gate: golden-input parity (accuracy) and a latency benchmark, on the engine itself.
 
+Accuracy, with a labelled golden set (`labels` in the .npz): the points of accuracy the engine
+loses against the FP32 reference (the set's `expected.*` outputs, or `reference` run through
+onnxruntime), at most `max_accuracy_drop_points` (default 1.0). An INT8 model that its calibration
+broke is refused here, on the robot, by push and pull alike, with both accuracies in the verdict.
+Without labels, top-1 disagreement with the reference stands in (`max_top1_disagreement`, 0.01
+unless set; set, it applies to labelled sets too). compare.py's docstring has the details.
+
 One gate for every path: `ensure` runs it on a fresh build before the build is moved into the
 store, and on a cached engine whose gate record does not cover the spec it is asked for. Its
 result is kept beside the engine (store.GATE_RECORD), keyed by everything that changes the
@@ -21,7 +28,8 @@ DEFAULTS: Dict[str, Any] = {
     "samples": None,  # golden .npz: inputs, optional labels and expected.<output> arrays
     "reference": None,  # ONNX whose onnxruntime FP32 outputs are the reference (no expected.*)
     "count": 64,  # random samples for the parity check when there is no golden set
-    "max_top1_disagreement": 0.01,
+    "max_accuracy_drop_points": 1.0,  # labelled golden set: accuracy points lost against FP32
+    "max_top1_disagreement": None,  # unset: 0.01 without labels, not checked with labels
     "max_abs_error": None,
     "min_cosine": None,
     "p99_ms": None,  # a number, or {module_class: ms, "default": ms}
@@ -41,6 +49,11 @@ def settings(spec: Optional[Dict[str, Any]], module_class: Optional[str]) -> Dic
             % (", ".join(sorted(unknown)), ", ".join(sorted(DEFAULTS)))
         )
     out.update({k: v for k, v in (spec or {}).items() if v is not None})
+    drop = out["max_accuracy_drop_points"]
+    if isinstance(drop, bool) or not isinstance(drop, (int, float)) or drop < 0:
+        raise UsageError(
+            "golden max_accuracy_drop_points must be a number of accuracy points >= 0 (got %r)" % (drop,)
+        )
     target = out["p99_ms"]
     if isinstance(target, dict):
         target = target.get(module_class or "", target.get("default"))
@@ -77,7 +90,8 @@ def run(
     backend_kwargs: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
 ) -> Dict[str, Any]:
-    """Parity and latency of `artifact`; {passed, reason, compare, bench}. Never raises on a miss."""
+    """Parity and latency of `artifact`; {passed, reason, compare, bench} and, with a labelled
+    golden set, `accuracy` (compare.accuracy_summary: both accuracies). Never raises on a miss."""
     from engine_builder.backends import get_backend
     from engine_builder.bench import apply_p99_gate, time_calls
     from engine_builder.compare import compare
@@ -99,8 +113,11 @@ def run(
             min_cosine=conf["min_cosine"],
             max_abs_error=conf["max_abs_error"],
             backend_kwargs=backend_kwargs,
+            max_accuracy_drop_points=float(conf["max_accuracy_drop_points"]),
         )
         result["compare"] = {k: v for k, v in checked.items() if k != "artifact"}  # (a staging path)
+        if checked.get("accuracy"):
+            result["accuracy"] = checked["accuracy"]
         if not checked["passed"]:
             reasons.append("accuracy: " + "; ".join(checked["failures"]))
     if conf["benchmark"] or conf["p99_ms"] is not None:
@@ -132,10 +149,23 @@ def run(
     return result
 
 
-def raise_if_failed(name: str, fingerprint: str, verdict: Dict[str, Any]) -> None:
+def raise_if_failed(
+    name: str, fingerprint: str, verdict: Dict[str, Any], precision: Optional[str] = None
+) -> None:
     if not verdict["passed"]:
+        what = "%s, %s" % (precision.upper(), fingerprint[:16]) if precision else fingerprint[:16]
+        if (verdict.get("accuracy") or {}).get("passed") is False:
+            hint = (
+                "quantize the model again on representative calibration data (engine-builder "
+                "quantize MODEL --calibration DIR --eval-samples GOLDEN shows both accuracies), or "
+                "ship it at a higher precision; golden.max_accuracy_drop_points sets the limit"
+            )
+        else:
+            hint = "fix the model or its golden set, or loosen the release's golden thresholds"
+        if verdict.get("remembered"):
+            hint += "; answered from the gate's record of %s (a forced build gates it again)" % verdict["at"]
         raise GateFailed(
-            "engine %s (%s) failed its gate: %s" % (name, fingerprint[:16], verdict["reason"]),
-            hint="fix the model or its golden set, or loosen the release's golden thresholds",
+            "engine %s (%s) failed its gate: %s" % (name, what, verdict["reason"]),
+            hint=hint,
             details={"gate": verdict, "fingerprint": fingerprint},
         )

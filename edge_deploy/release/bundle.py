@@ -15,6 +15,8 @@ The source folder holds the app, its models and config, and `release.yaml`:
         precision: fp32                 # int8: point onnx at the Q/DQ model
         backends: [tensorrt, onnxruntime]
         golden: {samples: models/golden.npz, max_abs_error: 0.001, p99_ms: 50}
+        # samples with labels: the engine may lose at most max_accuracy_drop_points (default 1.0)
+        # of accuracy against FP32 (the set's expected.* outputs, or `reference: models/fp32.onnx`)
     compatible: {jetpack_min: "5.1", jetpack_max: "6.2", modules: [orin_nano, orin_nx, agx_orin]}
     ports: [8080]
     environment: {LOG_LEVEL: info}
@@ -88,7 +90,9 @@ def validate(manifest: Dict[str, Any], src: Path) -> None:
         for key in ("name", "onnx"):
             if not model.get(key):
                 raise BundleError("release.yaml: every model needs %s" % key)
-        paths = [model["onnx"]] + ([model["golden"]["samples"]] if model.get("golden") else [])
+        golden = model.get("golden") or {}
+        # the golden set (inputs, labels, expected FP32 outputs) and the FP32 reference model travel too
+        paths = [model["onnx"]] + [golden[key] for key in ("samples", "reference") if golden.get(key)]
         for rel in paths:
             if not (src / rel).is_file() and rel not in (manifest.get("assets") or {}):
                 raise BundleError(

@@ -5,12 +5,11 @@ Runs everywhere, so the simulated fleet exercises every path around the engine f
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List
 
 from engine_builder._deps import require
 from engine_builder.backends.base import Backend, Runner
-from engine_builder.errors import BuildError, ModelError, UsageError
+from engine_builder.errors import BuildError, UsageError
 from engine_builder.options import BuildOptions
 from engine_builder.progress import Progress
 from engine_builder.tensors import TensorSpec
@@ -115,11 +114,10 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types, not importable lazily
             if "INVALID_PROTOBUF" in str(exc) or "Protobuf parsing failed" in str(exc):
-                raise ModelError(
-                    "corrupt or truncated ONNX file %s (%d bytes): it does not parse as an ONNX model"
-                    % (onnx_path, os.path.getsize(onnx_path)),
-                    hint="compare its sha256 with the one the release signed, or export the model again",
-                    details={"log_tail": [str(exc)]},
+                from engine_builder.onnx_tools import corrupt
+
+                raise corrupt(
+                    onnx_path, "it does not parse as an ONNX model", {"log_tail": [str(exc)]}
                 ) from exc
             raise BuildError(
                 "onnxruntime could not load %s: %s" % (onnx_path, exc),

@@ -5,12 +5,17 @@ ONNX, quantizes it to a Q/DQ INT8 model calibrated on training images, reports F
 accuracy on the test split (INT8 may lose at most 1 point), then builds both with the onnxruntime
 backend, benchmarks them and compares them against the FP32 golden outputs.
 
+It also quantizes the same FP32 model the wrong way: calibrated on one blank frame (a camera with
+its lens cap on while the calibration set was recorded). Every activation range is then what a
+black image gives, real digits saturate them, and the INT8 model loses far more than 1 point: the
+engine gate must refuse it on the robot (the fleet tests ship it in a release to prove that).
+
     .venv/bin/python examples/digits/train.py            # rewrite the committed models
     .venv/bin/python examples/digits/train.py --check    # retrain elsewhere, compare only
 
-Writes beside this file: digits_fp32.onnx, digits_int8_qdq.onnx, digits_golden.npz (test inputs,
-labels and expected FP32 logits) and SHA256SUMS. Needs torch and scikit-learn (controller only);
-what it writes needs neither.
+Writes beside this file: digits_fp32.onnx, digits_int8_qdq.onnx, digits_int8_miscalibrated.onnx,
+digits_golden.npz (test inputs, labels and expected FP32 logits) and SHA256SUMS. Needs torch and
+scikit-learn (controller only); what it writes needs neither.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from engine_builder.quantize import quantize  # noqa: E402  after sys.path
 
 SEED = 0
 FP32, INT8, GOLDEN = "digits_fp32.onnx", "digits_int8_qdq.onnx", "digits_golden.npz"
+MISCALIBRATED = "digits_int8_miscalibrated.onnx"
 MAX_INT8_DROP_POINTS = 1.0
 
 
@@ -102,6 +108,15 @@ def write_calibration(folder: str, x_train: np.ndarray, count: int = 512, batch:
         np.save(os.path.join(folder, "calib_%03d.npy" % (i // batch)), x_train[picks[i : i + batch]])
 
 
+def miscalibrate(fp32: str, out: str, work: str, golden: str) -> Dict[str, Any]:
+    """`fp32` quantized on one blank frame (what a capped lens records): a really degraded INT8
+    model, measured against the labelled golden set."""
+    calib = os.path.join(work, "calibration-blank")
+    os.makedirs(calib, exist_ok=True)
+    np.save(os.path.join(calib, "blank.npy"), np.zeros((1, 1, 8, 8), np.float32))
+    return quantize(fp32, out, calibration=calib, eval_samples=golden)["accuracy"]
+
+
 def run(out_dir: str, work: str, epochs: int) -> Dict[str, Any]:
     x_train, x_test, y_train, y_test = load_split()
     model = train(x_train, y_train, epochs)
@@ -120,6 +135,7 @@ def run(out_dir: str, work: str, epochs: int) -> Dict[str, Any]:
     quantized = quantize(fp32, int8, calibration=calib, eval_samples=golden)
 
     acc = quantized["accuracy"]
+    bad = miscalibrate(fp32, os.path.join(out_dir, MISCALIBRATED), work, golden)
     report: Dict[str, Any] = {
         "train_samples": len(x_train),
         "test_samples": len(x_test),
@@ -128,6 +144,8 @@ def run(out_dir: str, work: str, epochs: int) -> Dict[str, Any]:
         "int8_accuracy": acc["int8_accuracy"],
         "int8_drop_points": acc["accuracy_drop_points"],
         "int8_top1_agreement": acc["top1_agreement"],
+        "miscalibrated_int8_accuracy": bad["int8_accuracy"],
+        "miscalibrated_int8_drop_points": bad["accuracy_drop_points"],
     }
     for name, path, precision in (("fp32", fp32, "fp32"), ("int8", int8, "int8")):
         built = build(
@@ -151,7 +169,7 @@ def run(out_dir: str, work: str, epochs: int) -> Dict[str, Any]:
 
 def write_sums(out_dir: str) -> None:
     with open(os.path.join(out_dir, "SHA256SUMS"), "w", encoding="utf-8") as fh:
-        for name in (FP32, INT8, GOLDEN):
+        for name in (FP32, INT8, MISCALIBRATED, GOLDEN):
             fh.write("%s  %s\n" % (sha256_file(os.path.join(out_dir, name)), name))
 
 
@@ -178,8 +196,15 @@ def main() -> int:
             report["test_samples"],
         )
     )
+    print(
+        "miscalibrated INT8 (one blank calibration frame) accuracy %.2f%% (drop %.2f points)"
+        % (100 * report["miscalibrated_int8_accuracy"], report["miscalibrated_int8_drop_points"])
+    )
     if report["int8_drop_points"] > MAX_INT8_DROP_POINTS:
         print("INT8 loses more than %.1f point(s): not acceptable" % MAX_INT8_DROP_POINTS, file=sys.stderr)
+        return 1
+    if report["miscalibrated_int8_drop_points"] <= MAX_INT8_DROP_POINTS:
+        print("the miscalibrated INT8 model is not degraded: it demonstrates nothing", file=sys.stderr)
         return 1
     return 0
 

@@ -36,6 +36,22 @@ ARGUMENT_SPEC = {
 PACKAGES = ("engine_builder", "edge_common")
 
 
+def gate_summary(verdict):
+    """What a person reads of a gate record: the verdict, why, both accuracies on the labelled
+    golden set (reference FP32 and this engine, points lost, the limit), p99 against its target.
+    The rollout_report callback puts it in the run report (engine_gates)."""
+    if not verdict:
+        return None
+    bench = verdict.get("bench") or {}
+    return {
+        "passed": verdict.get("passed"),
+        "reason": verdict.get("reason"),
+        "accuracy": verdict.get("accuracy"),
+        "p99_ms": (bench.get("latency_ms") or {}).get("p99"),
+        "p99_target_ms": bench.get("p99_target_ms"),
+    }
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
     _requires_connection = True
@@ -59,8 +75,9 @@ class ActionModule(ActionBase):
             or "/usr/bin/python3"
         )
 
-    def _engine_builder(self, command, args, what, task_vars):
-        """Run engine_builder on the robot under the contract (engine_builder/contract.py)."""
+    def _engine_builder(self, command, args, what, task_vars, fail=True):
+        """Run engine_builder on the robot under the contract (engine_builder/contract.py); the
+        envelope, or (fail) an AnsibleActionFail when it says no."""
         from engine_builder import contract
 
         tmpdir = self._connection._shell.tmpdir
@@ -72,7 +89,7 @@ class ActionModule(ActionBase):
         )
         res = self._low_level_execute_command(cmd, sudoable=True)
         envelope = contract.parse(res.get("stdout", ""), res.get("stderr", ""), res.get("rc"), command)
-        if not envelope.get("ok"):
+        if fail and not envelope.get("ok"):
             raise AnsibleActionFail(
                 "%s failed on the robot: %s" % (what, contract.message(envelope)),
                 result={"error": envelope.get("error"), "rc": res.get("rc")},
@@ -229,7 +246,9 @@ class ActionModule(ActionBase):
             ensure += ["--base", remote_dir]
         if args["force"]:
             ensure.append("--force")
-        done = self._engine_builder("ensure", ensure + common, "engine build and gate", task_vars)
+        done = self._engine_builder("ensure", ensure + common, "engine build and gate", task_vars, fail=False)
+        if not done.get("ok"):
+            self._refused(args, task_vars, out, done, sent, local["onnx"])
         gate = done.get("gate") or {}
         out.update(
             changed=bool(done["built"]) or done.get("previous_fingerprint") != done["fingerprint"],
@@ -247,6 +266,7 @@ class ActionModule(ActionBase):
             latency_ms=(gate.get("bench") or {}).get("latency_ms"),
             accuracy=gate.get("compare"),
             gate_passed=gate.get("passed"),
+            gate=gate_summary(gate),
         )
         if out["previous_fingerprint"] != out["fingerprint"]:
             out["diff"] = {
@@ -255,6 +275,30 @@ class ActionModule(ActionBase):
             }
         out["report"] = self._write_report(args, task_vars, dict(out, ensure=done))
         return out
+
+    def _refused(self, args, task_vars, out, envelope, sent, local_onnx):
+        """A failed ensure: the report (with the gate's record when a gate said no), then the
+        failure, its message naming the release's file where the file is what is wrong."""
+        from engine_builder import contract
+
+        error = envelope.get("error") or {}
+        verdict = error.get("gate")
+        failed = dict(
+            out,
+            files_sent=sent,
+            onnx_transferred="onnx" in sent,
+            gate_passed=False if verdict else None,
+            gate=gate_summary(verdict),
+            error=error,
+        )
+        failed["report"] = self._write_report(args, task_vars, dict(failed, ensure=envelope))
+        if error.get("kind") == "gate":
+            what = "engine refused by its gate on the robot"
+        else:
+            what = "engine build and gate failed on the robot"
+        if error.get("kind") == "model":
+            what += " for the release's %s (on the controller: %s)" % (args["spec"]["onnx"], local_onnx)
+        raise AnsibleActionFail("%s: %s" % (what, contract.message(envelope)), result=failed)
 
     def _local(self, base, rel):
         if os.path.isabs(rel):

@@ -15,6 +15,12 @@ description:
   - Merges the C(rollout_report) fact that rollout tasks set on a robot (release before and after,
     bytes staged, engine builds or cache hits, health results, rollbacks, deferrals) into that robot's
     report, and adds its timings (seconds per play, so per wave, and in all).
+  - Keeps, per robot, what each engine gate said, passed or refused (C(engine_gates), from the
+    C(trt_engine) results; C(passed), C(reason), C(precision), C(fingerprint), C(p99_ms) and
+    C(p99_target_ms), and C(accuracy) with a labelled golden set, so both accuracies, FP32
+    C(reference_accuracy) and the engine's C(candidate_accuracy), with C(drop_points) and the limit).
+  - A failed loop's error is what its failed items said, not Ansible's "One or more items failed"
+    (nor a rescue's failure that only repeats that).
   - A robot that rolled itself back from the release it tried gets that tag as C(release_tried)
     (C(release_after) is the tag it runs); C(release_tried) is null for every other robot.
   - Keeps why a rollout stopped (the C(rollout_stopped) fact that the failure threshold sets) as the
@@ -46,6 +52,37 @@ from ansible.plugins.callback import CallbackBase
 
 # Tasks that only bring in other tasks: reaching one does not put a robot in a wave.
 INCLUDES = ("include_role", "include_tasks")
+ENGINE_ACTIONS = ("trt_engine",)
+
+
+def _items(res):
+    """A task's result, or its loop's item results."""
+    items = res.get("results")
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else [res]
+
+
+def _engine_gates(res):
+    """engine name -> its gate summary (trt_engine's `gate`), precision and fingerprint added."""
+    gates = {}
+    for item in _items(res):
+        if item.get("name") and isinstance(item.get("gate"), dict):
+            gates[str(item["name"])] = dict(
+                item["gate"], precision=item.get("precision"), fingerprint=item.get("fingerprint")
+            )
+    return gates
+
+
+# Ansible's message for a loop with failed items; a rescue that fails again with its
+# ansible_failed_result.msg repeats it: it never replaces the items' own messages.
+LOOP_FAILED = "One or more items failed"
+
+
+def _error(res, before=None):
+    """Why a task failed: its message, or its failed loop items' messages; `before` (an earlier
+    failure's) when all this one says is that some loop items failed."""
+    failed = [str(item.get("msg", "")) for item in _items(res) if item.get("failed") and item is not res]
+    found = "; ".join(m for m in failed if m) or str(res.get("msg", ""))
+    return (before if before and found.strip() == LOOP_FAILED else found)[:2000]
 
 
 class CallbackModule(CallbackBase):
@@ -126,14 +163,17 @@ class CallbackModule(CallbackBase):
         host["steps"].append(step)
         if play["serial"] and play["wave"] is None:
             play["steps"].append(step)  # numbered when the batch becomes a wave
-        facts = (result._result or {}).get("ansible_facts") or {}
+        res = result._result or {}
+        facts = res.get("ansible_facts") or {}
         if isinstance(facts.get("rollout_report"), dict):
             host["report"].update(facts["rollout_report"])
         if facts.get("rollout_stopped"):
             self.stopped = str(facts["rollout_stopped"])
+        if task.action.split(".")[-1] in ENGINE_ACTIONS:
+            host.setdefault("engine_gates", {}).update(_engine_gates(res))
         if status in ("failed", "unreachable"):
             host["status"] = status
-            host["error"] = str((result._result or {}).get("msg", ""))[:2000]
+            host["error"] = _error(res, host.get("error"))
 
     def v2_runner_on_ok(self, result):
         self._record(result, "changed" if result._result.get("changed") else "ok")
@@ -191,6 +231,7 @@ class CallbackModule(CallbackBase):
                 status=host["status"],
                 wave=host["wave"],
                 error=host["report"].get("error") or host.get("error"),
+                engine_gates=host.get("engine_gates") or {},
                 stats=summary,
                 timings=self._timings(host["steps"]),
                 steps=host["steps"],

@@ -19,9 +19,17 @@ description:
     or in the store are not), the build runs under the store's lock (never two builds at once on a
     robot) in a staging folder, and is gated (golden-input parity and p99 latency, the model spec's
     C(golden) section) before it enters the store.
+  - The accuracy gate, with a labelled golden set (C(labels) in its .npz), measures the points of
+    accuracy the engine loses against the FP32 reference (the set's C(expected.*) outputs, or
+    C(golden.reference) run through onnxruntime) on the robot, and refuses the engine when it loses
+    more than C(golden.max_accuracy_drop_points) (default 1.0); an INT8 model its calibration broke
+    never enters the store. Without labels, top-1 disagreement with the reference stands in
+    (C(golden.max_top1_disagreement), 0.01 unless set; when set it applies to labelled sets too).
   - A failed build or gate leaves the store as it was, and the message says why (an ONNX that does
-    not parse, the accuracy or latency figures against their targets).
-  - A JSON report per robot and model is written on the controller under O(report_dir).
+    not parse, named as the release has it; the accuracy or latency figures against their targets,
+    both accuracies included).
+  - A JSON report per robot and model is written on the controller under O(report_dir), for a
+    refused engine too (with the gate's record).
 version_added: "0.1.0"
 options:
   spec:
@@ -29,9 +37,9 @@ options:
       - The model, as an entry of a release's C(models:) (release.yaml). C(name) and C(onnx) are
         required; C(precision) (fp32, fp16, int8 for a Q/DQ model, best), C(backends) (a preference
         list), C(build) (workspace_mib, dla_core, gpu_fallback, shapes with min/opt/max,
-        builder_optimization_level) and C(golden) (samples, reference, max_top1_disagreement,
-        max_abs_error, min_cosine, p99_ms as a number or per module class, iterations, warmup,
-        benchmark) are optional.
+        builder_optimization_level) and C(golden) (samples, reference, max_accuracy_drop_points,
+        max_top1_disagreement, max_abs_error, min_cosine, p99_ms as a number or per module class,
+        iterations, warmup, benchmark) are optional.
       - Paths are relative to O(src_dir) on the controller and to O(remote_dir) on the robot.
     type: dict
     required: true
@@ -167,8 +175,30 @@ accuracy:
   description: The gate's parity figures against the golden set or the reference.
   returned: when the gate compared outputs
   type: dict
+gate:
+  description:
+    - What a person reads of the gate's record, for a refused engine too (then in the failed
+      result); the rollout_report callback copies it into the run report (C(engine_gates)).
+    - C(passed), C(reason); C(accuracy) with a labelled golden set (C(reference_accuracy) of FP32,
+      C(candidate_accuracy) of this engine, C(drop_points), C(max_drop_points), C(samples),
+      C(output), C(passed)), else null; C(p99_ms) and C(p99_target_ms).
+  returned: when the spec has a gate
+  type: dict
+  sample:
+    passed: false
+    reason: >-
+      accuracy: output: accuracy 79.56 % vs 98.44 % for FP32, 18.89 points lost on 450 labelled
+      samples (at most 1 allowed)
+    accuracy: {output: output, samples: 450, reference_accuracy: 0.9844, candidate_accuracy: 0.7956,
+               drop_points: 18.89, max_drop_points: 1.0, passed: false}
+    p99_ms: 0.21
+    p99_target_ms: 50.0
+error:
+  description: engine_builder's error (kind, message, hint; C(gate), the gate's record, when a gate said no).
+  returned: when the build or the gate failed
+  type: dict
 report:
-  description: The JSON report on the controller.
+  description: The JSON report on the controller (also written when the build or the gate failed).
   returned: when not in check mode
   type: str
 """

@@ -165,7 +165,8 @@ def test_check_reports_a_truncated_file_clearly(capsys, tiny_onnx, tmp_path, com
         broken.write_bytes(fh.read()[:200])
     code, out = run_json(capsys, command, str(broken))
     assert code == 1 and out["error"]["kind"] == "model"
-    assert "corrupt or truncated" in out["error"]["hint"]
+    assert out["error"]["message"].startswith("corrupt or truncated ONNX file %s (200 bytes): " % broken)
+    assert "re-export it or re-copy it" in out["error"]["hint"]
 
 
 def test_selftest_fails_loudly_when_a_backend_disagrees(capsys, monkeypatch):

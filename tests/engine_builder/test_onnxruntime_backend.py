@@ -97,19 +97,43 @@ def test_compare_uses_golden_expected_outputs_and_labels(dynamic_cnn, plain_devi
     x = np.random.default_rng(3).standard_normal((20, 1, 8, 8)).astype(np.float32)
     with backend.runner(dynamic_cnn) as runner:
         logits = runner.infer({"input": x})["logits"]
-    labels = logits.argmax(1)
     wrong = logits.copy()
     wrong[:5] = -wrong[:5]  # flips the top-1 of 5 samples out of 20
     golden = tmp_path / "golden.npz"
-    np.savez(golden, input=x, labels=labels, **{"expected.logits": wrong})
+    # labels that the candidate gets right and the reference gets wrong 5 times: no accuracy lost
+    np.savez(golden, input=x, labels=logits.argmax(1), **{"expected.logits": wrong})
     result = compare(None, out, "onnxruntime", samples_path=str(golden))
-    assert result["reference"] == "golden expected outputs"
+    assert result["reference"] == "golden expected outputs" and result["labelled"]
     m = result["outputs"]["logits"]
-    assert m["top1_disagreement"] == pytest.approx(0.25)
+    assert m["top1_disagreement"] == pytest.approx(0.25) and m["labelled_samples"] == 20
     assert m["candidate_accuracy"] == 1.0 and m["reference_accuracy"] == pytest.approx(0.75)
-    assert not result["passed"] and "top-1 disagreement 0.2500 > 0.0100" in result["failures"][0]
-    relaxed = compare(None, out, "onnxruntime", samples_path=str(golden), max_top1_disagreement=0.3)
-    assert relaxed["passed"]
+    assert m["accuracy_drop_points"] == pytest.approx(-25.0)
+    # labelled: accuracy points decide, top-1 disagreement only when asked for
+    assert result["passed"] and result["gate"]["max_top1_disagreement"] is None
+    strict = compare(None, out, "onnxruntime", samples_path=str(golden), max_top1_disagreement=0.01)
+    assert not strict["passed"] and strict["failures"] == ["logits: top-1 disagreement 0.2500 > 0.0100"]
+    # labels the reference gets right: the candidate loses 25 points
+    np.savez(golden, input=x, labels=wrong.argmax(1), **{"expected.logits": wrong})
+    worse = compare(None, out, "onnxruntime", samples_path=str(golden))
+    assert worse["failures"] == [
+        "logits: accuracy 75.00 % vs 100.00 % for FP32, 25.00 points lost on 20 labelled samples "
+        "(at most 1 allowed)"
+    ]
+    assert worse["accuracy"] == {
+        "output": "logits",
+        "samples": 20,
+        "reference_accuracy": 1.0,
+        "candidate_accuracy": 0.75,
+        "drop_points": 25.0,
+        "max_drop_points": 1.0,
+        "passed": False,
+    }
+    assert compare(None, out, "onnxruntime", samples_path=str(golden), max_accuracy_drop_points=25)["passed"]
+    # no labels: top-1 disagreement at 0.01 by default
+    np.savez(golden, input=x, **{"expected.logits": wrong})
+    unlabelled = compare(None, out, "onnxruntime", samples_path=str(golden))
+    assert unlabelled["failures"] == ["logits: top-1 disagreement 0.2500 > 0.0100"]
+    assert unlabelled["accuracy"] is None and unlabelled["gate"]["max_accuracy_drop_points"] is None
 
 
 def test_bench_statistics_and_p99_gate(dynamic_cnn):

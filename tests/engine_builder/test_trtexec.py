@@ -11,6 +11,7 @@ import pytest
 from conftest import DATA
 
 from edge_common import exitcodes
+from engine_builder import tiny_model
 from engine_builder.backends import trtexec_output
 from engine_builder.backends.trtexec_backend import TrtexecBackend, bench_command, build_command
 from engine_builder.build import build
@@ -189,7 +190,7 @@ def test_backend_builds_through_the_program(tmp_path, tiny_onnx, orin_nano):
 def test_backend_reports_parser_errors_by_node(tmp_path, orin_nano):
     exe = fake_trtexec(tmp_path, "100300")
     model = tmp_path / "fail.onnx"
-    model.write_bytes(b"not used by the double")
+    model.write_bytes(tiny_model.model_bytes())  # whole (the wire check passes); the double fails it
     with pytest.raises(BuildError) as err:
         build(str(model), "trtexec", BuildOptions(), device=orin_nano, backend_kwargs={"trtexec": exe})
     assert "failing nodes /Tile" in err.value.message

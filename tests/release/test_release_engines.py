@@ -19,19 +19,19 @@ DIGITS = str(Path(__file__).resolve().parents[2] / "examples" / "digits")
 GOLDEN = {"samples": "models/digits_golden.npz", "max_abs_error": 2.0, "p99_ms": 5000}
 
 
-def model(**golden):
+def model(onnx="models/digits_int8_qdq.onnx", **golden):
     return {
         "name": "digits",
-        "onnx": "models/digits_int8_qdq.onnx",
+        "onnx": onnx,
         "precision": "int8",
         "backends": ["tensorrt", "onnxruntime"],
         "golden": dict(GOLDEN, **golden),
     }
 
 
-def files(tag):
+def files(tag, *names):
     found = {"app.py": "print('%s')\n" % tag}
-    for name in ("digits_int8_qdq.onnx", "digits_golden.npz"):
+    for name in names or ("digits_int8_qdq.onnx", "digits_golden.npz"):
         with open(os.path.join(DIGITS, name), "rb") as fh:
             found["models/" + name] = fh.read()
     return found
@@ -79,6 +79,39 @@ def test_a_release_whose_engine_fails_its_gate_is_refused_and_not_staged(release
         agent.stage(str(releases.repo_dir), "v1.0.0")
     assert agent.kept() == []
     assert not os.listdir(agent.cfg.releases_dir)
+
+
+def test_a_pull_skips_a_release_whose_int8_model_lost_accuracy_and_keeps_the_current_one(
+    releases, make_agent
+):
+    """Pull mode: the agent's staging runs the same gate as push. An INT8 model calibrated on a
+    blank frame (examples/digits, a real 18.9-point drop on the labelled golden set) is refused
+    with both accuracies in the reason, nothing of it is staged, the robot stays where it was."""
+    agent = make_agent()
+    releases.publish("v1.0.0", files=files("v1.0.0"), models=[model()])
+    agent.stage(str(releases.repo_dir), "v1.0.0")
+    agent.activate("v1.0.0")
+    degraded = files("v1.1.0", "digits_int8_miscalibrated.onnx", "digits_golden.npz")
+    only_accuracy = {"max_abs_error": None}  # the accuracy points alone decide
+    releases.publish(
+        "v1.1.0", files=degraded, models=[model("models/digits_int8_miscalibrated.onnx", **only_accuracy)]
+    )
+    result = agent.pull(str(releases.repo_dir))
+    reason = result["skipped"]["v1.1.0"]
+    assert not result["changed"] and agent.current_tag() == "v1.0.0"
+    assert agent.kept() == ["v1.0.0"]
+    with pytest.raises(Refused) as err:
+        agent.stage(str(releases.repo_dir), "v1.1.0")
+    accuracy = err.value.details["engine_builder"]["error"]["gate"]["accuracy"]
+    assert accuracy["reference_accuracy"] > 0.98 and accuracy["candidate_accuracy"] < 0.85
+    assert not accuracy["passed"] and accuracy["drop_points"] > 15
+    assert reason.startswith("release v1.1.0: engine digits: engine digits (INT8, "), reason
+    said = "accuracy %.2f %% vs %.2f %% for FP32, %.2f points lost on 450 labelled samples" % (
+        100 * accuracy["candidate_accuracy"],
+        100 * accuracy["reference_accuracy"],
+        accuracy["drop_points"],
+    )
+    assert said in reason, reason
 
 
 def test_reference_keeps_what_the_report_needs():
