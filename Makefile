@@ -11,7 +11,7 @@ SIM_BASE_TAG = $(shell bash edge_deploy/simdata/build-image --base-tag)
 MOLECULE_SCENARIOS ?= release base $(filter-out release base,$(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 MOLECULE_JOBS ?= 2
 
-.PHONY: help setup demo test lint unit robot-py38 molecule fleet bench sim-up sim-down clean
+.PHONY: help setup demo test lint unit robot-py38 molecule fleet bench bench-rollout sim-up sim-down clean
 
 help:
 	@echo "make demo      set up, start the simulated fleet, provision it, print the report"
@@ -23,6 +23,7 @@ help:
 	@echo "make molecule  every molecule scenario, two at a time (MOLECULE_SCENARIOS=..., MOLECULE_JOBS=...)"
 	@echo "make fleet     fleet tests over real SSH against simulated robots"
 	@echo "make bench     engine_builder benchmark (numbers and a plot under reports/bench)"
+	@echo "make bench-rollout  rollouts on 6, 12, 24 simulated robots against a plain push (BENCH_ROBOTS=6,12,24)"
 	@echo "make sim-up / sim-down   start or remove the simulated fleet"
 
 setup:
@@ -66,6 +67,12 @@ fleet:
 
 bench: setup
 	python benchmarks/engine_builder_bench.py
+
+# Update, re-deploy, rollback and a plain-push baseline, timed at each fleet size (a quiet machine:
+# nothing else running). Ratios on screen; JSON and a plot under reports/bench.
+BENCH_ROBOTS ?= 6,12,24
+bench-rollout: setup
+	python benchmarks/rollout_bench.py --robots $(BENCH_ROBOTS)
 
 sim-up: setup
 	edge-deploy sim up

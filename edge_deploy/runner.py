@@ -72,7 +72,8 @@ def _playbook(playbook: str | Path) -> str:
 
 def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None = None,
                  extravars: dict[str, Any] | None = None, quiet: bool = False,
-                 title: str | None = None, report_dir: str | Path | None = None) -> PlaybookResult:
+                 title: str | None = None, report_dir: str | Path | None = None,
+                 tags: str | None = None) -> PlaybookResult:
     """Run one playbook; show per-robot progress; return per-host stats and gathered facts."""
     import ansible_runner
     from rich.live import Live
@@ -128,7 +129,7 @@ def run_playbook(playbook: str | Path, inventory: str | Path, limit: str | None 
         result = ansible_runner.run(
             private_data_dir=str(data_dir), playbook=_playbook(playbook),
             inventory=str(Path(inventory).resolve()), limit=limit, extravars=extravars or {},
-            envvars=env, quiet=True, event_handler=on_event, project_dir=os.getcwd(),
+            envvars=env, quiet=True, event_handler=on_event, project_dir=os.getcwd(), tags=tags,
         )
     finally:
         if live is not None:

@@ -8,6 +8,8 @@ an Ansible inventory grouped like production (orin_nano_robots, ...).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -24,6 +26,9 @@ import yaml
 from edge_deploy import paths
 
 LABEL = "io.edge-deploy.sim-fleet"
+# Timed fleet work on one machine takes turns (fleet tests, make bench-rollout): their robots share
+# its cores, and soak windows, timeouts and measured times assume the machine is theirs.
+MACHINE_LOCK = Path(os.environ.get("EDGE_SIM_MACHINE_LOCK", "/tmp/edge-fleet.lock"))
 DEFAULT_MIX = ("orin-nano-8gb-jp512", "orin-nx-16gb-jp60", "agx-orin-64gb-jp62")
 ROBOT_USER = "nvidia"
 
@@ -80,6 +85,14 @@ def profiles() -> dict:
 
 def image_for(profile: str, tag: str | None = None) -> str:
     return "localhost/edge-sim-jetson:%s-%s" % (profile, tag or image_tag())
+
+
+@contextlib.contextmanager
+def machine_turn():
+    """Wait for this machine's other timed fleet work to end, then hold the machine until done."""
+    with MACHINE_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import subprocess
@@ -11,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_deploy.sim import Fleet, podman
+from edge_deploy.sim import Fleet, machine_turn, podman
 from tests.repo import REPO
 
-# Fleet runs on one machine take turns: their robots share its cores, and the tests' soak windows and
-# timeouts assume the machine is theirs.
-MACHINE_LOCK = Path(os.environ.get("EDGE_FLEET_TEST_LOCK", "/tmp/edge-fleet.lock"))
 FLEET_MIX = ("orin-nano-8gb-jp512", "orin-nx-16gb-jp60", "agx-orin-64gb-jp62", "xavier-nx-jp46")
 RECAP = re.compile(r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
                    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)", re.M)
@@ -77,8 +73,7 @@ class PlaybookRun:
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory) -> FleetRun:
-    with MACHINE_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with machine_turn():  # fleet runs on one machine take turns
         yield from _fleet(tmp_path_factory)
 
 
