@@ -59,6 +59,9 @@ class PullStep(StageStep, SwitchStep):
                         "again from the first byte" % result["restarted"]
                     )
                 self._note_pull("updated", result["tag"], message)
+            elif result.get("declined"):  # newer releases this robot refused (engine gate, contract)
+                tag = max(result["declined"], key=version_key)
+                self._note_pull("refused", tag, result["declined"][tag])
             else:
                 self._note_pull("up to date", result.get("current"), result["reason"])
         return result
@@ -97,6 +100,7 @@ class PullStep(StageStep, SwitchStep):
         )
         skipped: Dict[str, str] = {}
         refused: Dict[str, str] = {}  # failed verification, as opposed to not for this robot
+        declined: Dict[str, str] = {}  # verified, but this robot refused it (contract, engine gate)
         for tag in newer:
             if tag in bad:
                 skipped[tag] = "marked bad: %s" % bad[tag]
@@ -109,6 +113,8 @@ class PullStep(StageStep, SwitchStep):
                 skipped[tag] = exc.message
                 if isinstance(exc, Unverified):
                     refused[tag] = exc.message
+                else:
+                    declined[tag] = exc.message
                 continue
             except AgentError as exc:  # unreachable, clock, disk full: the pull's outcome, for this tag
                 exc.details.setdefault("tag", tag)
@@ -147,4 +153,11 @@ class PullStep(StageStep, SwitchStep):
             if current and current == newest
             else "no newer release this robot can take"
         )
-        return {"changed": False, "current": current, "reason": reason, "skipped": skipped, "clock": synced}
+        return {
+            "changed": False,
+            "current": current,
+            "reason": reason,
+            "skipped": skipped,
+            "declined": declined,
+            "clock": synced,
+        }

@@ -78,6 +78,10 @@ def test_pull_skips_bad_and_incompatible_releases(releases, make_agent, tmp_path
     assert "cannot take edge-app v3.0.0" in result["skipped"]["v3.0.0"], result
     assert "JetPack 5.1.2 is older than 6.0" in result["skipped"]["v3.0.0"], result
     assert sorted(result["skipped"]) == ["v2.0.0", "v3.0.0"], result
+    # not "up to date": the status says which newer release the robot refused, and why
+    now = agent.status()["pull"]
+    assert (now["result"], now["tag"]) == ("refused", "v3.0.0"), now
+    assert now["message"] == result["skipped"]["v3.0.0"], now
 
 
 def test_pull_stages_but_waits_for_the_mission_lock(releases, make_agent, tmp_path):
