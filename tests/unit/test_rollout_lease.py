@@ -8,12 +8,11 @@ as on a robot. tests/fleet/test_rollout_lease_fleet.py plays the real thing on s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 
 from edge_agent.lease import Leases
 from tests.repo import REPO
+from tests.unit import local_play
 
 ROBOTS = ["r1", "r2", "r3", "r4"]
 LEASE = "{{ lease_dir }}/{{ inventory_hostname }}/lease.json"
@@ -100,23 +99,6 @@ PLAYBOOK = (
 
 
 def play(tmp_path, *args, **extra):
-    (tmp_path / "hosts.yml").write_text(
-        json.dumps(
-            {
-                "robots": {
-                    "hosts": {name: {} for name in ROBOTS},
-                    "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-                }
-            }
-        )
-    )
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        EDGE_ROLLOUT_REPORT_DIR=str(tmp_path / "reports"),
-        ANSIBLE_NOCOLOR="1",
-    )
     variables = dict(
         repo=str(REPO),
         lease_dir=str(tmp_path / "leases"),
@@ -128,26 +110,9 @@ def play(tmp_path, *args, **extra):
         rollout_wave_soak_seconds=0,
         **extra,
     )
-    proc = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            "-e",
-            json.dumps(variables),
-            *args,
-            str(tmp_path / "play.yml"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    found = sorted((tmp_path / "reports").glob("*/report.json"))
-    assert len(found) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc, json.loads(found[0].read_text())
+    inventory = local_play.robots(tmp_path, ROBOTS)
+    proc, folder = local_play.play(tmp_path, PLAYBOOK, inventory, variables, *args)
+    return proc, local_play.report(folder, proc)
 
 
 def lease_file(tmp_path, robot: str):

@@ -6,12 +6,10 @@ why in words. tests/fleet plays the whole rollout on simulated robots."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 
-from tests.repo import REPO
+from tests.unit import local_play
 
 PLAYBOOK = """
 - name: Ask the mission lock
@@ -46,22 +44,11 @@ def test_free_busy_and_stale_locks(tmp_path):
             "rollout_agent_command": "%s -m edge_agent --config %s --json" % (sys.executable, config),
             "rollout_mission_lock_file": str(path),
         }
-    (tmp_path / "hosts.yml").write_text(json.dumps({"robots": {"hosts": hosts, "vars": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "rollout_mission_lock_retries": 1, "rollout_mission_lock_delay_seconds": 0}}}))
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               EDGE_ROLLOUT_REPORT_DIR=str(tmp_path / "reports"),
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
-         str(tmp_path / "play.yml")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
+    inventory = local_play.robots(tmp_path, hosts, rollout_mission_lock_retries=1,
+                                  rollout_mission_lock_delay_seconds=0)
+    proc, folder = local_play.play(tmp_path, PLAYBOOK, inventory)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    found = sorted((tmp_path / "reports").glob("*/report.json"))
-    assert len(found) == 1, proc.stdout[-3000:]
-    robots = json.loads(found[0].read_text())["robots"]
+    robots = local_play.report(folder, proc)["robots"]
     free, busy = robots["free"], robots["busy"]
     assert free.get("release_after") == "v2" and "mission_lock" not in free, free
     assert busy["deferred"] == "delivering" and "release_after" not in busy, busy

@@ -6,13 +6,10 @@ real thing on simulated robots."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.repo import REPO
+from tests.unit import local_play
 
 ROBOTS = ["r1", "r2", "r3", "r4", "r5", "r6"]
 PLAYBOOK = """
@@ -46,43 +43,10 @@ PLAYBOOK = """
 
 
 def play(tmp_path, waves, bad, **extra):
-    (tmp_path / "hosts.yml").write_text(
-        json.dumps(
-            {
-                "robots": {
-                    "hosts": {name: {} for name in ROBOTS},
-                    "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable},
-                }
-            }
-        )
-    )
-    (tmp_path / "play.yml").write_text(PLAYBOOK.format(waves=json.dumps(waves)))
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        EDGE_ROLLOUT_REPORT_DIR=str(tmp_path / "reports"),
-        ANSIBLE_NOCOLOR="1",
-    )
-    variables = dict(extra, bad=bad)
-    proc = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            "-e",
-            json.dumps(variables),
-            str(tmp_path / "play.yml"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    found = sorted((tmp_path / "reports").glob("*/report.json"))
-    assert len(found) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc, json.loads(found[0].read_text()), (found[0].parent / "summary.txt").read_text()
+    inventory = local_play.robots(tmp_path, ROBOTS)
+    proc, folder = local_play.play(tmp_path, PLAYBOOK.format(waves=json.dumps(waves)), inventory,
+                                   dict(extra, bad=bad))
+    return proc, local_play.report(folder, proc), (folder / "summary.txt").read_text()
 
 
 def test_threshold_stops_the_rollout_and_leaves_later_waves_alone(tmp_path):
