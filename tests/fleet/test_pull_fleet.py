@@ -36,6 +36,8 @@ ROBOT = "agx-01"
 PORT = 8765
 SERVED = "/srv/edge-releases"
 LOCK_FILE = "/run/edge-app/mission-lock.json"
+TIMER_DROPIN_DIR = "/etc/systemd/system/edge-app-update.timer.d"
+TIMER_DROPIN = "tests-only-manual-runs.conf"
 
 
 class Pull:
@@ -88,6 +90,16 @@ def pull(fleet, tmp_path_factory):
     releases.publish("v2.0.0", config={"golden_index": 1})
     state = Pull(fleet, releases, tmp)
     state.serve()
+    # The tests start the timer's unit themselves. The timer's own first run would come at a random
+    # moment (OnBootSec is long past on a shared fleet, plus RandomizedDelaySec) and could take a
+    # release before a test does: a drop-in of the test's moves its only trigger a month away.
+    quiet = sh(
+        fleet,
+        ROBOT,
+        "mkdir -p %s && printf '[Timer]\\nOnBootSec=\\nOnUnitInactiveSec=\\nOnActiveSec=30d\\n' >%s/%s "
+        "&& systemctl daemon-reload" % (TIMER_DROPIN_DIR, TIMER_DROPIN_DIR, TIMER_DROPIN),
+    )
+    assert quiet.returncode == 0, quiet.stderr
     server = sh(
         fleet,
         ROBOT,
@@ -102,7 +114,12 @@ def pull(fleet, tmp_path_factory):
     try:
         yield state
     finally:
-        sh(fleet, ROBOT, "systemctl stop edge-releases-http edge-app-update.timer; rm -f %s" % LOCK_FILE)
+        sh(
+            fleet,
+            ROBOT,
+            "systemctl stop edge-releases-http edge-app-update.timer; rm -f %s %s/%s; systemctl daemon-reload"
+            % (LOCK_FILE, TIMER_DROPIN_DIR, TIMER_DROPIN),
+        )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
