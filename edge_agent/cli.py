@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from edge_agent import __version__
 from edge_agent.errors import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, AgentError
+from edge_agent.lease import DEFAULT_FILE as DEFAULT_LEASE_FILE
 
 DEFAULT_CONFIG = "/etc/edge-agent/edge-app.json"
 
@@ -71,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 3 while the lock holds (systemd's ExecCondition=: the unit is skipped, not failed)",
     )
+    p = sub.add_parser("lease", help="one rollout at a time: the robot's rollout lease (edge_agent/lease.py)")
+    p.add_argument("action", choices=("show", "acquire", "release"), help="acquire also renews the run's own")
+    p.add_argument("--file", help="the lease file (default %s)" % DEFAULT_LEASE_FILE)
+    p.add_argument("--owner", help="acquire: who rolls out, e.g. alice@ctl-1")
+    p.add_argument("--run", help="the rollout run's id (acquire, release)")
+    p.add_argument("--release", help="acquire: the release being rolled out")
+    p.add_argument("--ttl", type=float, default=600.0, help="seconds until the lease expires unless renewed")
+    p.add_argument("--wait", type=float, default=0.0, help="acquire: seconds to wait for another holder")
+    p.add_argument("--force", action="store_true", help="release: whoever holds it (a holder known dead)")
     p = sub.add_parser("rollback", help="back to the previous release, or to --tag (a kept release)")
     p.add_argument("--tag")
     p.add_argument("--no-gate", action="store_true")
@@ -92,6 +102,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     from edge_agent.agent import Agent
     from edge_agent.config import load
 
+    if args.command == "lease":  # no agent config: the rollout takes it before the agent is installed
+        from edge_agent import lease
+
+        return lease.command(args)
     cfg = load(args.config)
     agent = Agent(cfg, log=lambda message: sys.stderr.write("edge-agent: %s\n" % message))
     repo = getattr(args, "repo", None) or cfg.repository_url

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional
 
-from edge_agent import clock, mission, tufclient
+from edge_agent import clock, lease, mission, tufclient
 from edge_agent.errors import AgentError, Busy, Refused, Unverified, UsageError
 from edge_agent.stage import StageStep
 from edge_agent.switch import SwitchStep
@@ -81,6 +81,7 @@ class PullStep(StageStep, SwitchStep):
         repo = repo or self.cfg.repository_url
         if not repo:
             raise UsageError("no repository to pull from: set repository_url in the agent config")
+        lease.refuse_while_held(self.cfg)  # a push rollout holds the robot: not now (exit 5, noted)
         self._ensure_layout()
         self._trust_repository_ca()
         # Expiry is checked against this robot's clock: give a time sync service a (bounded) moment.

@@ -25,6 +25,9 @@ description:
     (C(release_after) is the tag it runs); C(release_tried) is null for every other robot.
   - Keeps why a rollout stopped (the C(rollout_stopped) fact that the failure threshold sets) as the
     report's C(stopped).
+  - Keeps the run's rollout lease (the C(rollout_lease) fact, owner, run id and release) as the report's
+    C(lease), so that the run id another rollout's refusal names leads to this report. What happened
+    to each robot's lease (held, refused naming the holder, lost, released) is that robot's C(lease).
   - When the playbook ends (even when a failed canary stopped it) writes C(report.json),
     C(summary.txt) and C(timeline.png) to a new folder under O(report_dir).
   - Unreachable robots are reported as such, with the last step they reached.
@@ -99,6 +102,7 @@ class CallbackModule(CallbackBase):
         self.hosts = {}
         self.running = {}
         self.stopped = None
+        self.lease = None
 
     # -- what happens ------------------------------------------------------------------------
     def v2_playbook_on_start(self, playbook):
@@ -171,12 +175,22 @@ class CallbackModule(CallbackBase):
             self.stopped = str(facts["rollout_stopped"])
         if task.action.split(".")[-1] in ENGINE_ACTIONS:
             host.setdefault("engine_gates", {}).update(_engine_gates(res))
+        if isinstance(facts.get("rollout_lease"), dict):
+            self.lease = facts["rollout_lease"]
         if status in ("failed", "unreachable"):
             host["status"] = status
             host["error"] = _error(res, host.get("error"))
 
     def v2_runner_on_ok(self, result):
         self._record(result, "changed" if result._result.get("changed") else "ok")
+
+    def v2_runner_item_on_ok(self, result):
+        # A fact one robot sets for another (delegate_facts): the rollout lease released from a
+        # robot of the last wave for the robots still waiting, when Ansible ends the run there.
+        task = result._task
+        facts = (result._result or {}).get("ansible_facts") or {}
+        if task.delegate_facts and task.delegate_to and isinstance(facts.get("rollout_report"), dict):
+            self._host(str(task.delegate_to))["report"].update(facts["rollout_report"])
 
     def v2_runner_on_failed(self, result, ignore_errors=False):
         self._record(result, "ignored" if ignore_errors else "failed")
@@ -221,6 +235,7 @@ class CallbackModule(CallbackBase):
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "duration_s": round(time.time() - self.started, 1),
             "stopped": self.stopped,
+            "lease": self.lease,
             "robots": {},
         }
         for name, host in sorted(self.hosts.items()):

@@ -43,6 +43,9 @@ RUN_VARS = {
     "release_health_soak_seconds": 1,
     "release_health_interval_seconds": 0.5,
     "release_health_start_timeout_seconds": 30,
+    # the robot killed mid-wave keeps its rollout lease (unreachable, it cannot be released): it
+    # expires before the rollouts after it
+    "rollout_lease_ttl_seconds": 30,
 }
 # Inventory order (nano, nx, agx) makes the waves nano-01 | nano-02 nx-01 nx-02 | agx-01 agx-02;
 # test_good_release_reaches_every_robot_in_waves checks that against the report.
