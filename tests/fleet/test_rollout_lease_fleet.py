@@ -5,7 +5,10 @@ the rollout lease keeps them apart. The module starts a fleet of its own and pla
   2. alice's rollout of v1.1.0 meets them, waits until they expire, takes them over;
   3. bob's rollout of v1.3.0, started while alice's runs, waits its bounded time and refuses every
      robot, naming alice's run; nothing of v1.3.0 reaches a robot;
-  4. alice's rollout completes, every robot on v1.1.0 behind its health gate, and her leases are gone.
+  4. alice's rollout completes, every robot on v1.1.0 behind its health gate, and her leases are gone;
+  5. bob rolls v1.3.0 out again, now that the robots are free; carol holds one robot's lease when
+     rollback.yml runs: that robot is refused naming carol and keeps v1.3.0, the others go back to
+     v1.1.0, and the rollback's leases are gone while carol's stays.
 
 Releases are built and rolled out with test_rollout_fleet's helpers (short windows: 1 s health soak,
 no wave soak). Every wait is a bounded poll, never a timed assertion.
@@ -60,12 +63,12 @@ def leased(fleet, tmp_path_factory):
         fleet.down()
 
 
-def dead_holder(leased: Rollout, tmp_path) -> None:
-    """Every robot's lease, taken for v1.2.0 by a controller that then died: live for 8 s more.
-    (Written from here with the agent's own lease code: the robots share this machine's clock.)"""
+def hold(leased: Rollout, tmp_path, robots, owner: str, run: str, release: str, ttl: float) -> None:
+    """Write a lease of another controller's onto the robots (with the agent's own lease code: the
+    robots share this machine's clock)."""
     dead = tmp_path / "lease.json"
-    Leases(str(dead)).acquire("dan@ctl-4", "dead", "v1.2.0", ttl=8)
-    for robot in leased.robots:
+    Leases(str(dead)).acquire(owner, run, release, ttl=ttl)
+    for robot in robots:
         wrote = leased.fleet.exec(
             robot,
             "sh",
@@ -80,7 +83,8 @@ def dead_holder(leased: Rollout, tmp_path) -> None:
 def story(leased, tmp_path_factory):
     """A dead controller's leases, then alice's v1.1.0 and, once it holds every robot, bob's v1.3.0:
     two deploy.yml at once."""
-    dead_holder(leased, tmp_path_factory.mktemp("dead-holder"))
+    # every robot's lease, taken for v1.2.0 by a controller that then died: live for 8 s more
+    hold(leased, tmp_path_factory.mktemp("dead-holder"), leased.robots, "dan@ctl-4", "dead", "v1.2.0", ttl=8)
     saved = os.environ.get("EDGE_ROLLOUT_REPORT_DIR")  # Rollout.play sets it per run
     first: dict = {}
     worker = threading.Thread(
@@ -147,4 +151,36 @@ def test_first_rollout_completes_on_every_robot_and_releases_its_leases(leased, 
         now = leased.consistent(robot)
         assert now["current"] == "v1.1.0" and now["service"]["ActiveState"] == "active", (robot, now)
         assert "v1.3.0" not in [r["tag"] for r in now["releases"]], now
+        assert lease_on(leased, robot) is None, robot
+
+
+@pytest.fixture(scope="module")
+def rolled_back(leased, story, tmp_path_factory):
+    """After the story: v1.3.0 on every robot, then rollback.yml while carol holds the first robot."""
+    (run, _), _, _ = story
+    assert run.rc == 0
+    again, _ = leased.play("deploy.yml", release="v1.3.0", **BOB)
+    assert again.rc == 0, again.stdout[-5000:]
+    held = leased.robots[0]
+    hold(leased, tmp_path_factory.mktemp("carol"), [held], "carol@ctl-3", "c4r0l", "v1.2.0", ttl=600)
+    back = leased.play("rollback.yml", rollout_lease_owner="bob@ctl-2", rollout_lease_wait_seconds=1)
+    return held, back
+
+
+def test_rollback_takes_leases_and_leaves_a_robot_another_run_holds(leased, rolled_back):
+    held, (run, report) = rolled_back
+    assert run.rc != 0  # the refused robot fails the run
+    holder = "held by rollout of v1.2.0 by carol@ctl-3 (run c4r0l), expires "
+    entry = report["robots"][held]
+    assert entry["lease"].startswith("refused: " + holder), entry
+    assert entry["status"] == "failed" and holder in entry["error"], entry
+    assert leased.status(held)["current"] == "v1.3.0"
+    assert lease_on(leased, held)["run"] == "c4r0l"  # carol's lease is left as it was
+    assert report["lease"]["owner"] == "bob@ctl-2"
+    for robot in leased.robots[1:]:
+        entry = report["robots"][robot]
+        assert entry["status"] == "ok" and entry["lease"] == "released", (robot, entry)
+        assert entry["release_before"] == "v1.3.0" and entry["release_after"] == "v1.1.0", (robot, entry)
+        now = leased.consistent(robot)
+        assert now["current"] == "v1.1.0" and now["service"]["ActiveState"] == "active", (robot, now)
         assert lease_on(leased, robot) is None, robot
