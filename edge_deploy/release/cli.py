@@ -42,7 +42,7 @@ def add_parser(commands: Any) -> None:
     p = sub.add_parser("list", help="signed releases per app")
     repo_options(p)
     p = sub.add_parser("pack-agent", help="write the robot agent zip (edge_agent + engine_builder)")
-    p.add_argument("output")
+    p.add_argument("output", nargs="?", help="where to write it (default: the user's cache, by sha256)")
     release.set_defaults(func=run)
 
 

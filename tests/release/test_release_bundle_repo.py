@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from tuf.api.metadata import Metadata
@@ -71,6 +75,24 @@ def test_agent_zip_is_reproducible_and_has_both_packages(tmp_path):
     names = zipfile.ZipFile(tmp_path / "a.pyz").namelist()
     assert "__main__.py" in names and "edge_agent/agent.py" in names and "engine_builder/cli.py" in names
     assert not [n for n in names if n.endswith(".pyc")]
+
+
+def test_agent_zip_without_a_path_is_named_by_its_sha256_and_old_ones_are_pruned(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "edge-deploy"
+    folder.mkdir()
+    stale = folder / "edge-agent-0000000000000000.pyz"
+    recent = folder / "edge-agent-1111111111111111.pyz"
+    stale.write_bytes(b"old code")
+    recent.write_bytes(b"other checkout")
+    week_ago = time.time() - agent_pack.PRUNE_AFTER_S - 60
+    os.utime(stale, (week_ago, week_ago))
+    packed = agent_pack.pack()
+    path = Path(packed["path"])
+    assert path == folder / ("edge-agent-%s.pyz" % packed["sha256"][:16])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == packed["sha256"]
+    assert not stale.exists() and recent.exists()
+    assert agent_pack.pack() == packed  # the same code, the same file
 
 
 def test_variant_of_the_sample_app_builds_with_its_overrides(tmp_path):
