@@ -23,7 +23,7 @@ help:
 	@echo "make molecule  every molecule scenario, two at a time (MOLECULE_SCENARIOS=..., MOLECULE_JOBS=...)"
 	@echo "make fleet     fleet tests over real SSH against simulated robots"
 	@echo "make bench     engine_builder benchmark (numbers and a plot under reports/bench)"
-	@echo "make bench-rollout  rollouts on 6, 12, 24 simulated robots against a plain push (BENCH_ROBOTS=6,12,24)"
+	@echo "make bench-rollout  rollouts on 6, 12, 24 simulated robots against a plain push (BENCH_ROBOTS, BENCH_FORKS, BENCH_REPEAT)"
 	@echo "make sim-up / sim-down   start or remove the simulated fleet"
 
 setup:
@@ -71,8 +71,10 @@ bench: setup
 # Update, re-deploy, rollback and a plain-push baseline, timed at each fleet size (a quiet machine:
 # nothing else running). Ratios on screen; JSON and a plot under reports/bench.
 BENCH_ROBOTS ?= 6,12,24
+BENCH_FORKS ?= 24
+BENCH_REPEAT ?= 1
 bench-rollout: setup
-	python benchmarks/rollout_bench.py --robots $(BENCH_ROBOTS)
+	python benchmarks/rollout_bench.py --robots $(BENCH_ROBOTS) --forks $(BENCH_FORKS) --repeat $(BENCH_REPEAT)
 
 sim-up: setup
 	edge-deploy sim up

@@ -1,6 +1,7 @@
 """Rollout benchmark on the simulated fleet (robots on this machine's CPU: never a Jetson figure).
 
-    .venv/bin/python benchmarks/rollout_bench.py [--robots 6,12,24] [--forks 24] [--out reports/bench]
+    .venv/bin/python benchmarks/rollout_bench.py [--robots 6,12,24] [--forks 24] [--repeat 3]
+                                                 [--out reports/bench]
 
 For each fleet size, on a fleet of its own (`edge-deploy sim`'s robots, fleet name "bench"): start
 the robots, provision them and roll out v1.0.0 (not measured), then measure, one after the other:
@@ -186,6 +187,29 @@ def measure(size: int, forks: int, out: Path) -> Dict[str, Any]:
     }
 
 
+def median_of(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """One result per fleet size from repeated runs: the median of each time and of each ratio (each
+    run's ratios are against its own baseline); phases and bytes from the run of median update time."""
+    if len(runs) == 1:
+        return dict(runs[0], repeats=1)
+    by_update = sorted(runs, key=lambda run: run["seconds"]["update"])
+    middle = by_update[len(by_update) // 2]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    return dict(
+        middle,
+        repeats=len(runs),
+        seconds={key: med(run["seconds"][key] for run in runs) for key in middle["seconds"]},
+        ratios={key: med(run["ratios"][key] for run in runs) for key in middle["ratios"]},
+        floor_s=med(run["floor_s"] for run in runs),
+        restart_to_healthy_s=med(run["restart_to_healthy_s"] for run in runs),
+        runs=[{"seconds": run["seconds"], "ratios": run["ratios"]} for run in runs],
+    )
+
+
 def growth(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Seconds per added robot between fleet sizes, and the update at 12 over the update at 6."""
     ordered = sorted(results, key=lambda r: r["robots"])
@@ -217,13 +241,14 @@ def print_table(data: Dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="rollout benchmark (simulated robots on %s; %s)" % (data["machine"], data["load"]))
-    for column in ("robots", "update s", "floor s", "re-deploy s", "rollback s", "plain push s",
+    for column in ("robots", "runs", "update s", "floor s", "re-deploy s", "rollback s", "plain push s",
                    "bytes/robot (update)", *[label for label, _, _ in GOALS.values()]):
         table.add_column(column)
     for result in data["results"]:
         seconds, ratios = result["seconds"], result["ratios"]
         table.add_row(
-            str(result["robots"]), str(seconds["update"]), str(result["floor_s"]),
+            str(result["robots"]), "median of %d" % result["repeats"] if result["repeats"] > 1 else "1",
+            str(seconds["update"]), str(result["floor_s"]),
             "%s (changed=%d)" % (seconds["redeploy"], result["changed"]["redeploy"]),
             str(seconds["rollback"]), str(seconds["baseline"]), "%.0f" % result["bytes_per_robot"]["update"],
             *["%s %s %s (%s)" % (ratios[key], op, goal, verdict(ratios[key], op, goal))
@@ -272,6 +297,8 @@ def main(argv: List[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--robots", default="6,12,24", help="fleet sizes, comma separated (%(default)s)")
     parser.add_argument("--forks", type=int, default=24, help="Ansible forks at every size (%(default)s)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per fleet size, each on a fresh fleet; medians reported (%(default)s)")
     parser.add_argument("--out", type=Path, default=paths.reports_dir() / "bench")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.robots.split(",") if size.strip()]
@@ -283,7 +310,9 @@ def main(argv: List[str] | None = None) -> int:
     }
     with machine_turn():  # after any fleet tests running on this machine
         data["load_before"] = load_label()
-        data["results"] = [measure(size, args.forks, args.out) for size in sizes]
+        repeats = range(max(1, args.repeat))
+        data["results"] = [median_of([measure(size, args.forks, args.out) for _ in repeats])
+                           for size in sizes]
     data["load"] = load_label()
     data["growth"] = growth(data["results"])
     (args.out / "rollout_bench.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -141,6 +141,38 @@ def test_push_v1_converges_hardened_and_idempotent(fleet, releases):
     assert second.changed() == {ROBOT: 0}, second.stdout[-4000:]
 
 
+def test_converge_puts_back_what_drifted_on_the_robot(fleet, releases):
+    """The role's probe skips what is in place: what drifted must still be found and put back."""
+    watched = ("/etc/systemd/system/edge-app-rollback.service /etc/edge-agent/edge-app.json "
+               "/var/lib/edge-agent/edge-app/incoming/metadata/timestamp.json /opt/edge-agent/edge-agent.pyz")
+    sums = "sha256sum %s" % watched
+    before = sh(fleet, ROBOT, sums).stdout
+    app_pid = status(fleet)["service"]["MainPID"]
+    drift = sh(fleet, ROBOT, " && ".join([
+        "chmod 0777 /opt/edge-app/shared/data",
+        "echo '# edited by hand' >> /etc/systemd/system/edge-app-rollback.service",
+        "echo '{}' > /etc/edge-agent/edge-app.json",
+        "echo 'not json' > /var/lib/edge-agent/edge-app/incoming/metadata/timestamp.json",
+        "echo 'print(1)' > /opt/edge-agent/edge-agent.pyz",
+        "systemctl disable --now edge-app-recover.timer",
+        "gpasswd -d edge-app video",
+    ]))
+    assert drift.returncode == 0, drift.stderr
+    assert sh(fleet, ROBOT, sums).stdout != before
+    run = push(fleet, releases, "v1.0.0")
+    assert run.rc == 0, run.stdout[-4000:]
+    assert run.changed()[ROBOT] >= 6, run.stdout[-4000:]
+    assert sh(fleet, ROBOT, sums).stdout == before
+    assert sh(fleet, ROBOT, "stat -c %a /opt/edge-app/shared/data").stdout.strip() == "750"
+    timer = sh(fleet, ROBOT, "for q in is-enabled is-active; do systemctl $q edge-app-recover.timer; done")
+    assert timer.stdout.split() == ["enabled", "active"], timer.stdout
+    assert "video" in sh(fleet, ROBOT, "id -nG edge-app").stdout.split()
+    now = status(fleet)
+    assert now["current"] == "v1.0.0" and now["service"]["MainPID"] == app_pid, now  # the app kept running
+    again = push(fleet, releases, "v1.0.0")
+    assert again.changed() == {ROBOT: 0}, again.stdout[-4000:]
+
+
 def test_up_rollback_forward_keep_shared_data(fleet, releases):
     sh(
         fleet,

@@ -310,7 +310,28 @@ def test_same_tag_again_changes_and_sends_nothing(rollout, rolled_back):
         assert robot["bytes_staged"] == 0 and robot["staged"] is False, (name, robot)
         assert robot["engines"] == {"digits": "hit"}, robot
         assert robot["release_before"] == robot["release_after"] == "v1.0.0", robot
+        assert robot["health"] == "not run (already current)", robot  # no restart, no soak
         assert not robot.get("deferred"), robot
+
+
+def test_check_mode_says_what_would_move_and_changes_nothing(rollout, rolled_back):
+    def held(robot):
+        return sh(rollout.fleet, robot, "ls %s; ls /opt/edge-app/releases" % INCOMING).stdout
+
+    before = rollout.statuses()
+    files = {robot: held(robot) for robot in rollout.robots}
+    run, _ = rollout.play("deploy.yml", "--check", release="v2.0.0")
+    assert run.rc == 0, run.stdout[-4000:]
+    for robot in rollout.robots:
+        kept = "v2.0.0" in [r["tag"] for r in before[robot]["releases"]]
+        stage = "" if kept else "stage v2.0.0 and "
+        said = "%s: would %sswitch %s -> v2.0.0" % (robot, stage, before[robot]["current"])
+        assert said in run.stdout, (said, run.stdout[-4000:])
+    after = rollout.statuses()
+    keep = ("current", "previous", "releases", "last")
+    for robot in rollout.robots:
+        assert {k: after[robot][k] for k in keep} == {k: before[robot][k] for k in keep}, robot
+        assert held(robot) == files[robot], robot
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,9 @@
 The controller sends, on stdin, the state the role puts in place: files with their sha256, owner
 and mode, folders, files that must be absent, the app user, modules python3 must import, commands
 that must succeed and units that must be enabled or running. This prints {"stale": [keys],
-"detail": {key: why}} (a folder's key is "dir:" and its path): the role then runs only the install steps whose key is stale, so that a
-converge with nothing to do costs one round trip instead of one per file.
+"detail": {key: why}} (a folder's key is "dir:" and its path): the role then runs only the
+install steps whose key is stale, so that a converge with nothing to do costs one round trip
+instead of one per file.
 
 It runs on the robot's python3 (3.6 on JetPack 4 up to 3.10 on JetPack 6): standard library only.
 """
@@ -86,8 +87,9 @@ def _user(want):
 
 def _unit(want):
     def ask(verb):
-        run = subprocess.run(["systemctl", verb, want["name"]], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, universal_newlines=True)
+        run = subprocess.run(
+            ["systemctl", verb, want["name"]], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
         return run.stdout.strip()
 
     enabled, active = ask("is-enabled"), ask("is-active")
@@ -119,9 +121,11 @@ def probe(spec):
         if not os.path.exists(item["argv"][0]):
             note(item["key"], "no " + item["argv"][0])
             continue
-        run = subprocess.run(item["argv"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             universal_newlines=True)
-        note(item["key"], "exit %d: %s" % (run.returncode, run.stderr.strip()[-200:]) if run.returncode else None)
+        run = subprocess.run(item["argv"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        note(
+            item["key"],
+            "exit %d: %s" % (run.returncode, run.stderr.strip()[-200:]) if run.returncode else None,
+        )
     for item in spec.get("units", []):
         note(item["key"], _unit(item))
     return {"stale": sorted(detail), "detail": detail}
