@@ -1,6 +1,7 @@
 """A folder served over HTTPS (or plain HTTP) on 127.0.0.1, standard library only: a thread in the
 release unit tests, a script on a simulated robot in the fleet tests (where the signed repository
-stands in for a release server).
+stands in for a release server); a thread of the controller bound to the simulated fleet's network
+for robots that fetch their releases themselves. `server.seen` lists every request.
 
 As a script: python3 https_server.py PORT FOLDER [CERT KEY] [--fault MODE] [--match TEXT]
                                      [--stall-seconds N]
@@ -23,7 +24,7 @@ import socket
 import ssl
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from typing import List, Optional, Tuple
 
 FAULTS = ("too-long", "endless", "cut", "stall", "trickle")
 EXTRA = 1 << 16
@@ -34,6 +35,7 @@ class Server(ThreadingHTTPServer):
     fault: Optional[str] = None
     match = "targets/"
     stall_seconds = 30.0
+    seen: List[Tuple[str, str]]  # (client address, path) of every GET, in order
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -41,6 +43,7 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        self.server.seen.append((self.client_address[0], self.path))
         fault = self.server.fault
         path = self.translate_path(self.path)
         if fault and self.server.match in self.path and os.path.isfile(path):
@@ -92,10 +95,12 @@ def make(
     fault: Optional[str] = None,
     match: str = "targets/",
     stall_seconds: float = 30.0,
+    host: str = "127.0.0.1",
 ) -> Server:
-    """A server bound to 127.0.0.1:port (0: any free port), not yet serving; HTTPS with cert and key."""
-    server = Server(("127.0.0.1", port), functools.partial(_Handler, directory=str(folder)))
+    """A server bound to host:port (0: any free port), not yet serving; HTTPS with cert and key."""
+    server = Server((host, port), functools.partial(_Handler, directory=str(folder)))
     server.fault, server.match, server.stall_seconds = fault, match, stall_seconds
+    server.seen = []
     if cert and key:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))

@@ -18,8 +18,7 @@ from edge_agent.agent import Agent
 from edge_agent.config import Config
 from edge_deploy.release import bundle
 from edge_deploy.release.repo import ReleaseRepository
-from tests import https_server
-from tests.tls import throwaway_ca
+from tests.tls import ServedRepository
 
 
 class FakeSystemd:
@@ -123,26 +122,6 @@ def expired_repo(releases):
         str(releases.keys),
         {role: timedelta(days=-1) for role in ("targets", "snapshot", "timestamp")},
     )
-
-
-class ServedRepository:
-    """The signed repository served on 127.0.0.1 (a thread of this process): over HTTPS with a
-    certificate signed by a throwaway CA that no system store holds (made in `tls_dir`), else
-    over plain HTTP. `server.fault` makes it misbehave (tests/https_server.py)."""
-
-    def __init__(self, folder: Path, tls_dir: Optional[Path] = None, stall_seconds: float = 30.0):
-        import threading
-
-        self.ca_file, cert, key = throwaway_ca(tls_dir) if tls_dir else (None, None, None)
-        self.server = https_server.make(0, str(folder), cert, key, stall_seconds=stall_seconds)
-        self.url = "%s://127.0.0.1:%d/" % ("https" if cert else "http", self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1})
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import FakeSystemd, ServedRepository
+from conftest import FakeSystemd
 from test_release_agent import tree
 
 from edge_agent import cli, clock
@@ -27,6 +27,7 @@ from edge_agent.errors import ClockWrong, Refused, Unreachable
 from edge_common import exitcodes, signing
 from edge_deploy import status as fleet_status
 from edge_deploy.release.repo import ReleaseRepository
+from tests.tls import ServedRepository
 
 MODEL = os.urandom(256 * 1024)  # bigger than one read: "half of it" is some reads in
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
