@@ -71,6 +71,16 @@ def _engines(robot: Dict[str, Any]) -> str:
     )
 
 
+def _staged(robot: Dict[str, Any]) -> str:
+    """Bytes that reached the robot; "fetched" where the robot downloaded them itself (a repository
+    URL) rather than the controller sending them."""
+    staged = robot.get("bytes_staged")
+    if staged is None:
+        return "-"
+    fetched = staged and robot.get("bytes_from_controller", staged) < staged
+    return "%s B%s" % (staged, " fetched" if fetched else "")
+
+
 def summary_lines(report: Dict[str, Any]) -> List[str]:
     rows = [("robot", "wave", "release", "outcome", "staged", "engines", "health", "time")]
     for name, robot in sorted(report["robots"].items(), key=_in_wave_order):
@@ -82,7 +92,7 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                 str(robot.get("wave") or "-"),
                 _release(robot),
                 _outcome(robot),
-                "%s B" % robot["bytes_staged"] if robot.get("bytes_staged") is not None else "-",
+                _staged(robot),
                 _engines(robot) or "-",
                 _short(str(robot.get("health") or "-"), HEALTH_WIDTH),
                 "%.1f s" % took,

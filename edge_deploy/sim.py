@@ -64,6 +64,18 @@ def podman(*args: str, check: bool = True, input_text: str | None = None,
     return result
 
 
+def controller_address(network: str = "podman") -> str:
+    """This machine's address on the simulated fleet's network (the bridge's gateway): what a server
+    the robots reach, such as a release repository they fetch from, binds to, so that it listens to
+    the fleet only; the controller reaches it there too. The bridge exists while a robot runs."""
+    found = json.loads(podman("network", "inspect", network).stdout)
+    gateways = [subnet["gateway"] for net in found for subnet in net.get("subnets") or []
+                if subnet.get("gateway")]
+    if not gateways:
+        raise SimError("podman network %s has no gateway address: is a simulated robot running?" % network)
+    return gateways[0]
+
+
 def build_images(*args: str, capture: bool = True) -> str:
     """The image recipe (package data): builds what is missing, or with --tag prints the tag."""
     env = dict(os.environ, EDGE_SIM_PYTHON=os.environ.get("EDGE_SIM_PYTHON") or sys.executable)

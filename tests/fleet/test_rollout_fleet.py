@@ -10,7 +10,9 @@ The module starts a fleet of its own and plays one story; each run serves severa
      not take it alone; a tag no robot keeps is refused everywhere and changes nothing;
   4. v1.0.0 again changes and sends nothing;
   5. v3.0.0, which fails its health gate and excludes one module class: that class is refused
-     before anything is staged, the canary rolls itself back and the rollout stops after wave 1.
+     before anything is staged, the canary rolls itself back and the rollout stops after wave 1;
+  6. v4.0.0 from the repository served over HTTPS (a private CA) on the fleet's network: every robot
+     downloads what it lacks itself, and the controller sends none of the release's bytes.
 
 Short windows through variables (1 s health soak, no wave soak, 1 s mission-lock retries). Every
 wait is a bounded poll, never a timed assertion.
@@ -26,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from edge_deploy.release import bundle
-from edge_deploy.sim import DEFAULT_MIX, Fleet, podman
+from edge_deploy.sim import DEFAULT_MIX, Fleet, controller_address, podman
 from tests.repo import REPO
+from tests.tls import ServedRepository
 
 from .conftest import FleetRun
 from .test_release_fleet import AGENT, CONFIG, Releases, sh, wait_for
@@ -381,3 +384,55 @@ def test_release_failing_health_on_the_canary_stops_after_wave_one(rollout, bad)
         assert now["last"] == before[robot]["last"] and "v3.0.0" not in now["bad"], (robot, now)
         entry = report["robots"][robot]
         assert entry.get("health") is None and entry.get("release_after") is None, (robot, entry)
+
+
+@pytest.fixture(scope="module")
+def fetched(rollout, bad, tmp_path_factory):
+    """v4.0.0 (a config change) rolled out from the repository served over HTTPS on the fleet's
+    network, with a certificate from a private CA: the robots fetch it themselves."""
+    publish(rollout.releases, "v4.0.0", config={"golden_index": 2})
+    repo = Path(rollout.releases.repo.repo)
+    served = ServedRepository(repo, tmp_path_factory.mktemp("fetch-tls"), host=controller_address())
+    try:
+        run, report = rollout.play(
+            "deploy.yml",
+            release="v4.0.0",
+            release_repository=served.url,
+            release_trusted_root=str(repo / "metadata" / "1.root.json"),
+            release_pull_ca_certificate=str(served.ca_file),
+        )
+        seen = list(served.server.seen)
+    finally:
+        served.close()
+    return run, report, seen
+
+
+def test_robots_fetch_the_release_from_an_https_repository(rollout, fetched):
+    run, report, seen = fetched
+    assert run.rc == 0, run.stdout[-5000:]
+    lacking = release_bytes(rollout.releases, "v4.0.0", "v1.0.0")
+    targets = json.loads((Path(rollout.releases.repo.repo) / "metadata" / "targets.json").read_text())
+    held = {t["hashes"]["sha256"] for p, t in targets["signed"]["targets"].items() if "/v1.0.0/" in p}
+    new_files = {
+        "/targets/" + path
+        for path, target in targets["signed"]["targets"].items()
+        if "/v4.0.0/" in path and target["hashes"]["sha256"] not in held
+    }
+    assert "/targets/edge-app/v4.0.0/release.json" in new_files and len(new_files) >= 2, new_files
+    controller, fetched_by = controller_address(), {}
+    for client, path in seen:
+        if path.startswith("/targets/") and client != controller:  # the controller reads the manifest
+            fetched_by.setdefault(client, set()).add(path)
+    # each robot (one address each) downloaded exactly the files it lacked, the model not among them
+    assert len(fetched_by) == len(rollout.robots), fetched_by
+    assert all(paths == new_files for paths in fetched_by.values()), (fetched_by, new_files)
+    for name, robot in report["robots"].items():
+        assert robot["status"] == "ok", (name, robot.get("error"))
+        assert robot["bytes_from_controller"] == 0, (name, robot)
+        assert robot["bytes_staged"] == lacking, (name, robot["bytes_staged"], lacking)
+        assert robot["engines"] == {"digits": "hit"}, (name, robot["engines"])  # built with v1.0.0
+        assert robot["health"] == "passed" and robot["release_after"] == "v4.0.0", (name, robot)
+        now = rollout.consistent(name)
+        assert now["current"] == "v4.0.0" and now["service"]["ActiveState"] == "active", (name, now)
+        copied = sh(rollout.fleet, name, "find %s -path '*v4.0.0*' -type f | wc -l" % INCOMING).stdout
+        assert copied.strip() == "0", (name, "the controller copied files of v4.0.0", copied)

@@ -80,6 +80,15 @@ def test_summary_orders_by_wave_and_says_what_happened():
     assert lines[-1] == "deploy.yml: 1 deferred, 1 rolled back, 1 updated in 42.0 s"
 
 
+def test_summary_says_which_robots_fetched_their_bytes_themselves():
+    recorded = json.loads(json.dumps(RECORDED))
+    recorded["robots"]["nano-01"]["bytes_from_controller"] = 0  # fetched from a repository URL
+    recorded["robots"]["agx-01"].update(bytes_staged=4096, bytes_from_controller=4096)  # pushed
+    rows = {line.split()[0]: line for line in report.summary_lines(recorded)[1:4]}
+    assert "2048 B fetched" in rows["nano-01"], rows["nano-01"]
+    assert "4096 B" in rows["agx-01"] and "fetched" not in rows["agx-01"], rows["agx-01"]
+
+
 def test_summary_shortens_long_health_messages_and_says_why_a_rollout_stopped():
     recorded = json.loads(json.dumps(RECORDED))
     message = "failed: not healthy within 60 s: http://127.0.0.1:8080/healthz answered 503: " + "x" * 300
