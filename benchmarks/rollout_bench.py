@@ -11,10 +11,14 @@ the robots, provision them and roll out v1.0.0 (not measured), then measure, one
 3. rollback  rollback.yml (back to v1.0.0)
 4. baseline  the same update pushed the plain way (benchmarks/plain_push.yml: rsync to
              releases/<tag>, `current` symlink, restart, the same waves and soak)
+5. fetch     deploy.yml v1.0.0 -> v1.3.0 (the same kind of change) with release_repository the
+             repository's HTTPS URL (served by this machine on the fleet's network): the robots
+             download what they lack themselves
 
 with the demo's rollout settings (edge_deploy.demo.DEMO_VARS: waves [1, "50%", "100%"], wave soak
-2 s, health soak 4 s). Prints the ratios the rollout is held to, writes rollout_bench.json and
-rollout_bench.png (time per phase per robot, the baseline beside it) under --out.
+2 s, health soak 4 s). Prints the ratios the rollout is held to and the bytes per robot the
+controller sent in each mode, writes rollout_bench.json and rollout_bench.png (time per phase per
+robot, the baseline beside it) under --out.
 
 The floor of an update is the sum over its waves of the slowest activation in the wave plus the
 wave soak; the app's restart-to-healthy time is measured on one robot (systemctl restart, then
@@ -37,9 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edge_deploy import paths  # noqa: E402  after sys.path
-from edge_deploy.demo import DEMO_VARS, demo_repository  # noqa: E402  after sys.path
+from edge_deploy.demo import DEMO_RELEASES, DEMO_VARS, demo_repository  # noqa: E402  after sys.path
 from edge_deploy.runner import run_playbook  # noqa: E402  after sys.path
-from edge_deploy.sim import Fleet, machine_turn  # noqa: E402  after sys.path
+from edge_deploy.sim import Fleet, controller_address, machine_turn  # noqa: E402  after sys.path
 
 PLAIN_PUSH = REPO / "benchmarks" / "plain_push.yml"
 APP = "edge-app"
@@ -127,9 +131,13 @@ def restart_to_healthy(fleet: Fleet, tries: int = 3) -> float:
     return statistics.median(found)
 
 
-def bytes_per_robot(report: Dict[str, Any]) -> float:
+# the demo's releases and one more of the same kind of change, for the fetch-mode update
+BENCH_RELEASES = (*DEMO_RELEASES, ("v1.3.0", {"golden_index": 2}))
+
+
+def bytes_per_robot(report: Dict[str, Any], key: str = "bytes_staged") -> float:
     robots = report["robots"].values()
-    return sum(int(r.get("bytes_staged") or 0) for r in robots) / max(1, len(report["robots"]))
+    return sum(int(r.get(key) or 0) for r in robots) / max(1, len(report["robots"]))
 
 
 def measure(size: int, forks: int, out: Path) -> Dict[str, Any]:
@@ -137,7 +145,7 @@ def measure(size: int, forks: int, out: Path) -> Dict[str, Any]:
     fleet = Fleet("bench")
     fleet.up(size)
     try:
-        repository = demo_repository(paths.state_dir() / "releases")
+        repository = demo_repository(paths.state_dir() / "bench-releases", BENCH_RELEASES)
         common = dict(DEMO_VARS, release_repository=repository)
         reports = out / ("rollout-%d" % size)
         inventory = fleet.inventory
@@ -163,6 +171,7 @@ def measure(size: int, forks: int, out: Path) -> Dict[str, Any]:
                                    plain_release_dir="%s/targets/%s/v1.1.0" % (repository, APP)),
                               reports / "baseline", tags="plain_push"),
         }
+        runs["fetch"] = fetch_update(repository, inventory, common, reports / "fetch", out)
         restart = restart_to_healthy(fleet)
     finally:
         fleet.down()
@@ -174,7 +183,13 @@ def measure(size: int, forks: int, out: Path) -> Dict[str, Any]:
         "forks": forks,
         "seconds": {name: run["seconds"] for name, run in runs.items()},
         "changed": {name: run["changed"] for name, run in runs.items()},
-        "bytes_per_robot": {name: bytes_per_robot(runs[name]["report"]) for name in ("update", "redeploy")},
+        "bytes_per_robot": {
+            name: bytes_per_robot(runs[name]["report"]) for name in ("update", "redeploy", "fetch")
+        },
+        "controller_bytes_per_robot": {
+            name: bytes_per_robot(runs[name]["report"], "bytes_from_controller")
+            for name in ("update", "redeploy", "fetch")
+        },
         "floor_s": round(floor, 2),
         "restart_to_healthy_s": round(restart, 2),
         "ratios": {
@@ -185,6 +200,24 @@ def measure(size: int, forks: int, out: Path) -> Dict[str, Any]:
         },
         "phases": {name: phases(run["report"]) for name, run in runs.items()},
     }
+
+
+def fetch_update(repository: str, inventory: Path, common: Dict[str, Any], reports: Path,
+                 out: Path) -> Dict[str, Any]:
+    """deploy.yml v1.0.0 -> v1.3.0 with the robots fetching from the repository served over HTTPS
+    (a private CA made for the run) on the fleet's network."""
+    from tests.tls import ServedRepository
+
+    tls = out / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    served = ServedRepository(Path(repository), tls, host=controller_address())
+    try:
+        return timed("update v1.0.0 -> v1.3.0, robots fetching over HTTPS", "edge_deploy.jetson.deploy",
+                     inventory, dict(common, release="v1.3.0", release_repository=served.url,
+                                     release_trusted_root="%s/metadata/1.root.json" % repository,
+                                     release_pull_ca_certificate=str(served.ca_file)), reports)
+    finally:
+        served.close()
 
 
 def median_of(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -242,7 +275,8 @@ def print_table(data: Dict[str, Any]) -> None:
 
     table = Table(title="rollout benchmark (simulated robots on %s; %s)" % (data["machine"], data["load"]))
     for column in ("robots", "runs", "update s", "floor s", "re-deploy s", "rollback s", "plain push s",
-                   "bytes/robot (update)", *[label for label, _, _ in GOALS.values()]):
+                   "update fetching s", "bytes/robot (update)", "controller bytes/robot (push / fetch)",
+                   *[label for label, _, _ in GOALS.values()]):
         table.add_column(column)
     for result in data["results"]:
         seconds, ratios = result["seconds"], result["ratios"]
@@ -250,7 +284,10 @@ def print_table(data: Dict[str, Any]) -> None:
             str(result["robots"]), "median of %d" % result["repeats"] if result["repeats"] > 1 else "1",
             str(seconds["update"]), str(result["floor_s"]),
             "%s (changed=%d)" % (seconds["redeploy"], result["changed"]["redeploy"]),
-            str(seconds["rollback"]), str(seconds["baseline"]), "%.0f" % result["bytes_per_robot"]["update"],
+            str(seconds["rollback"]), str(seconds["baseline"]), str(seconds["fetch"]),
+            "%.0f" % result["bytes_per_robot"]["update"],
+            "%.0f / %.0f" % (result["controller_bytes_per_robot"]["update"],
+                             result["controller_bytes_per_robot"]["fetch"]),
             *["%s %s %s (%s)" % (ratios[key], op, goal, verdict(ratios[key], op, goal))
               for key, (_, op, goal) in GOALS.items()],
         )
@@ -274,7 +311,7 @@ def plot(data: Dict[str, Any], path: Path) -> None:
     results = data["results"]
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 6), squeeze=False)
     for ax, result in zip(axes[0], results):
-        runs = ("update", "redeploy", "rollback", "baseline")
+        runs = ("update", "redeploy", "rollback", "baseline", "fetch")
         keys = sorted({key for run in runs for robot in result["phases"][run].values() for key in robot})
         bottoms = [0.0] * len(runs)
         for key in keys:

@@ -58,8 +58,9 @@ DEMO_VARS = {
 }
 
 
-def demo_repository(root) -> str:
-    """A signed repository holding the demo releases (made once, reused by later demos)."""
+def demo_repository(root, releases=DEMO_RELEASES) -> str:
+    """A signed repository holding the demo releases, or `releases` ((tag, config) pairs of the
+    sample app), made once and reused by later runs."""
     from edge_deploy.release import bundle
     from edge_deploy.release.repo import ReleaseRepository
 
@@ -68,7 +69,7 @@ def demo_repository(root) -> str:
         shutil.rmtree(root, ignore_errors=True)
         repo.init()
     signed = repo.releases().get("edge-app", [])
-    for tag, config in DEMO_RELEASES:
+    for tag, config in releases:
         if tag in signed:
             continue
         src = bundle.variant(str(paths.EXAMPLES / "sample_app"), str(root / "src" / tag), config)
