@@ -124,15 +124,21 @@ def publish(releases: Releases, tag: str, **kwargs) -> None:
     releases.publish(tag, models=models, **kwargs)
 
 
-def release_bytes(releases: Releases, tag: str, *kept: str) -> int:
-    """The bytes of `tag` whose content none of the `kept` releases holds (what a robot lacks)."""
+def lacking_files(releases: Releases, tag: str, *kept: str) -> dict:
+    """The signed files of `tag` (target path -> length) whose content none of the `kept` releases
+    holds: what a robot that keeps them lacks."""
     targets = json.loads((Path(releases.repo.repo) / "metadata" / "targets.json").read_text())["signed"]
     files: dict = {tag: []}
     for path, target in targets["targets"].items():
         _, release, _ = path.split("/", 2)
-        files.setdefault(release, []).append((target["hashes"]["sha256"], target["length"]))
-    held = {digest for release in kept for digest, _ in files[release]}
-    return sum(length for digest, length in files[tag] if digest not in held)
+        files.setdefault(release, []).append((path, target["hashes"]["sha256"], target["length"]))
+    held = {digest for release in kept for _, digest, _ in files[release]}
+    return {path: length for path, digest, length in files[tag] if digest not in held}
+
+
+def release_bytes(releases: Releases, tag: str, *kept: str) -> int:
+    """The bytes of `tag` whose content none of the `kept` releases holds (what a robot lacks)."""
+    return sum(lacking_files(releases, tag, *kept).values())
 
 
 def waves(report: dict) -> dict:
@@ -411,13 +417,7 @@ def test_robots_fetch_the_release_from_an_https_repository(rollout, fetched):
     run, report, seen = fetched
     assert run.rc == 0, run.stdout[-5000:]
     lacking = release_bytes(rollout.releases, "v4.0.0", "v1.0.0")
-    targets = json.loads((Path(rollout.releases.repo.repo) / "metadata" / "targets.json").read_text())
-    held = {t["hashes"]["sha256"] for p, t in targets["signed"]["targets"].items() if "/v1.0.0/" in p}
-    new_files = {
-        "/targets/" + path
-        for path, target in targets["signed"]["targets"].items()
-        if "/v4.0.0/" in path and target["hashes"]["sha256"] not in held
-    }
+    new_files = {"/targets/" + path for path in lacking_files(rollout.releases, "v4.0.0", "v1.0.0")}
     assert "/targets/edge-app/v4.0.0/release.json" in new_files and len(new_files) >= 2, new_files
     controller, fetched_by = controller_address(), {}
     for client, path in seen:
