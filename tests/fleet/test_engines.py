@@ -101,6 +101,33 @@ def test_a_release_with_a_new_model_builds_only_that_engine(fleet, engines):
         assert other["built"] and other["precision"] == "fp32" and other["files_sent"] == ["onnx", "samples"]
 
 
+def test_an_unsigned_tag_or_a_served_repository_is_refused_before_any_robot_is_touched(fleet, engines):
+    before = {robot: current(fleet, robot, "digits") for robot in ROBOTS}
+    unsigned = engines("v9.9.9")
+    assert unsigned.rc != 0
+    assert "No signed release edge-app v9.9.9 in %s" % engines.releases.repo.repo in unsigned.stdout, (
+        unsigned.stdout[-2000:]
+    )
+    served = fleet.playbook(
+        "playbooks/engines.yml",
+        "-l",
+        fleet.supported,
+        "-e",
+        "release=v1.0.0",
+        "-e",
+        "release_repository=https://127.0.0.1:9/repo",
+        "-e",
+        "engine_dest=%s" % STORE,
+    )
+    assert served.rc != 0
+    assert "engines.yml builds from a repository folder on the controller" in served.stdout, served.stdout[
+        -2000:
+    ]
+    for run in (unsigned, served):
+        assert "Build the release's engines" not in run.stdout
+    assert {robot: current(fleet, robot, "digits") for robot in ROBOTS} == before
+
+
 def test_corrupt_onnx_fails_clearly_and_keeps_the_store(fleet, engines):
     releases = engines.releases
     cut = engines.work / "cut-copy.bin"  # a name that says nothing: the message must
