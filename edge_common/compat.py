@@ -1,8 +1,10 @@
 """The one rule that says whether a robot may take a release.
 
-A release's manifest carries its contract, `compatible: {jetpack_min, jetpack_max, modules}`;
-the robot's side is its identity as the jetson_facts role saved it
-(/etc/ansible/facts.d/jetson.fact: `jetpack`, `module_class`, from edge_common.identity). The
+A release's manifest carries its contract, `compatible: {jetpack_min, jetpack_max, modules}`, and
+for a container release `l4t_major`, the L4T its image's base is built for (a container runs on the
+robot's kernel and driver libraries, which must be that L4T's); the robot's side is its identity as
+the jetson_facts role saved it (/etc/ansible/facts.d/jetson.fact: `jetpack`, `module_class`,
+`l4t_major`, from edge_common.identity). The
 rollout role asks through the `release_refusal` filter before staging anything, the release agent
 asks on the robot before it verifies or activates a release: one answer for both.
 
@@ -20,7 +22,7 @@ from typing import Any, Dict, List, Optional
 from edge_common.versions import version_key
 
 JETSON_FACT = "/etc/ansible/facts.d/jetson.fact"  # written by the jetson_facts role
-CONTRACT_KEYS = ("jetpack_min", "jetpack_max", "modules")
+CONTRACT_KEYS = ("jetpack_min", "jetpack_max", "modules", "l4t_major")
 PROVISION = "`ansible-playbook playbooks/provision.yml --tags jetson_facts -l %s`"  # writes JETSON_FACT
 
 
@@ -68,6 +70,13 @@ def _contract(contract: Any) -> Dict[str, Any]:
                 "or leave modules out to accept every module"
             )
         checked["modules"] = list(modules)
+    major = contract.get("l4t_major")
+    if major is not None:
+        if isinstance(major, bool) or not str(major).strip().isdigit():
+            raise ValueError(
+                "compatible.l4t_major must be an L4T major release such as 36, not %r" % (major,)
+            )
+        checked["l4t_major"] = int(str(major).strip())
     return checked
 
 
@@ -81,7 +90,8 @@ def _supports(contract: Dict[str, Any]) -> str:
     else:
         jetpack = "any JetPack"
     modules = ", ".join(contract["modules"]) if "modules" in contract else "any module"
-    return "%s on %s" % (jetpack, modules)
+    base = " (an image built for L4T %s)" % contract["l4t_major"] if "l4t_major" in contract else ""
+    return "%s on %s%s" % (jetpack, modules, base)
 
 
 def _known(robot: Dict[str, Any], field: str) -> Optional[str]:
@@ -96,10 +106,13 @@ def _what_was_read(robot: Dict[str, Any], needs: List[str], provision: str) -> s
     for need, field, label, absent in (
         ("JetPack", "l4t", "L4T", "L4T release"),
         ("module class", "module_part", "module", "module part number"),
+        ("L4T release", "l4t", "L4T", "L4T release"),
     ):
         if need in needs:
             value = robot.get(field)
-            (unnamed if value else missing).append("%s %s" % (label, value) if value else absent)
+            said = "%s %s" % (label, value) if value else absent
+            if said not in unnamed + missing:
+                (unnamed if value else missing).append(said)
     found = []
     if unnamed:
         found.append("read %s, which edge_common/identity.py does not name" % " and ".join(unnamed))
@@ -140,6 +153,9 @@ def refusal(
         needs.append("JetPack")
     if "modules" in checked and module is None:
         needs.append("module class")
+    l4t_major = _known(robot, "l4t_major")
+    if "l4t_major" in checked and l4t_major is None:
+        needs.append("L4T release")
     if needs:
         head = "%s cannot take %s: the release supports %s, and %s's %s %s unknown" % (
             name, release, _supports(checked), name, " and ".join(needs), "is" if len(needs) == 1 else "are",
@@ -157,6 +173,10 @@ def refusal(
         wrong.append("JetPack %s is newer than %s" % (jetpack, checked["jetpack_max"]))
     if "modules" in checked and module not in checked["modules"]:
         wrong.append("%s is not among them" % module)
+    if "l4t_major" in checked and l4t_major is not None and int(l4t_major) != checked["l4t_major"]:
+        wrong.append(
+            "its L4T %s is not the image's L4T %s" % (robot.get("l4t") or l4t_major, checked["l4t_major"])
+        )
     if not wrong:
         return None
     return (

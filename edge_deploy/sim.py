@@ -100,6 +100,44 @@ def image_for(profile: str, tag: str | None = None) -> str:
 
 
 @contextlib.contextmanager
+def docker_engine(folder: Path, timeout: float = 30):
+    """The simulated controller's Docker Engine API: podman's Docker-compatible service on a socket in
+    folder, for as long as the block runs; yields its DOCKER_HOST (unix://...). The `docker` SDK
+    builds, saves and loads images through it as it does through Docker Engine."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sock = folder / "engine.sock"
+    sock.unlink(missing_ok=True)
+    url = "unix://%s" % sock
+    try:
+        service = subprocess.Popen(["podman", "system", "service", "--time=0", url], env=_env(),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError as exc:
+        raise SimError("podman is not installed: run `make setup` (or scripts/setup) as root") from exc
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(str(sock))
+                    break
+                except OSError:
+                    pass
+            if service.poll() is not None or time.monotonic() > deadline:
+                error = service.stderr.read() if service.poll() is not None else "no answer in %ds" % timeout
+                raise SimError("podman system service did not start on %s: %s" % (url, error.strip()))
+            time.sleep(0.1)
+        yield url
+    finally:
+        service.terminate()
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        sock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
 def machine_turn():
     """Wait for this machine's other timed fleet work to end, then hold the machine until done."""
     with MACHINE_LOCK.open("a") as lock:

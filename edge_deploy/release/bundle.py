@@ -22,6 +22,9 @@ The source folder holds the app, its models and config, and `release.yaml`:
     environment: {LOG_LEVEL: info}
     assets: {models/digits.onnx: ../digits/digits_fp32.onnx}   # files from elsewhere in the tree
 
+A container release has a `container` section instead of `entry` (edge_deploy.release.container):
+its image is built with the `docker` SDK and carried in the bundle as content-addressed layers.
+
 The bundle is a folder `<name>-<tag>/` with every source file and `release.json` (the manifest
 plus name, tag, version and each file's length and sha256). `release sign` signs it into the TUF
 repository.
@@ -52,6 +55,7 @@ KNOWN_KEYS = {
     "environment",
     "description",
     "assets",
+    "container",
 }
 SKIP_PARTS = {"__pycache__", ".git", ".pytest_cache"}
 
@@ -81,8 +85,14 @@ def validate(manifest: Dict[str, Any], src: Path) -> None:
             "release.yaml: name must be lower-case letters, digits and '-' (got %r)" % manifest.get("name")
         )
     entry = manifest.get("entry")
-    if not isinstance(entry, list) or not entry or not all(isinstance(a, str) for a in entry):
-        raise BundleError("release.yaml: entry must be a non-empty list of strings")
+    if "container" in manifest:
+        if entry is not None:
+            raise BundleError(
+                "release.yaml: a container release runs its image (container.command, or the image's CMD), "
+                "not entry: remove entry"
+            )
+    elif not isinstance(entry, list) or not entry or not all(isinstance(a, str) for a in entry):
+        raise BundleError("release.yaml: entry must be a non-empty list of strings (or a container section)")
     health = manifest.get("health") or {}
     if health.get("http") and "port" not in health["http"]:
         raise BundleError("release.yaml: health.http needs a port")
@@ -114,19 +124,36 @@ def source_files(src: Path) -> List[Path]:
     return files
 
 
-def build(src: str, tag: str, out: str) -> Dict[str, Any]:
-    """Write `<out>/<name>-<tag>/`; return its release.json."""
+def build(src: str, tag: str, out: str, docker_host: Optional[str] = None) -> Dict[str, Any]:
+    """Write `<out>/<name>-<tag>/`; return its release.json. A container release's image is built
+    (or found) through the Docker Engine API at docker_host (default: DOCKER_HOST)."""
     src_path = Path(src)
     match = TAG_RE.match(tag)
     if not match:
         raise BundleError("tag %r is not a version tag such as v1.2.0 or 1.2.0-rc1" % tag)
     manifest = load_source_manifest(src_path)
     validate(manifest, src_path)
+    if "container" in manifest:
+        from edge_deploy.release import container
+
+        try:
+            container.validate(manifest["container"], src_path)
+        except container.ContainerError as exc:
+            raise BundleError(str(exc)) from exc
     dest = Path(out) / ("%s-%s" % (manifest["name"], tag))
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     sources = {rel.as_posix(): src_path / rel for rel in source_files(src_path)}
+    if "container" in manifest:
+        from edge_common.image_archive import IMAGE_DIR
+
+        taken = sorted(rel for rel in sources if rel.split("/")[0] == IMAGE_DIR)
+        if taken:
+            raise BundleError(
+                "%s holds %s: a container release keeps its image under %s/, so rename that folder"
+                % (src_path, taken[0], IMAGE_DIR)
+            )
     for rel, origin in sorted((manifest.pop("assets", None) or {}).items()):
         if Path(rel).is_absolute() or ".." in Path(rel).parts or not (src_path / origin).is_file():
             raise BundleError("release.yaml: asset %s -> %s is not a file inside the bundle" % (rel, origin))
@@ -138,6 +165,30 @@ def build(src: str, tag: str, out: str) -> Dict[str, Any]:
         shutil.copyfile(origin, target)
         os.chmod(target, 0o644)
         files.append({"path": rel, "length": target.stat().st_size, "sha256": sha256_file(target)})
+    if "container" in manifest:
+        try:
+            manifest["container"] = container.build(
+                manifest["container"], src_path, dest, manifest["name"], tag, docker_host
+            )
+        except container.ContainerError as exc:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleError(str(exc)) from exc
+        except OSError:  # a full disk: no half-written bundle left behind
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
+        stated = (manifest.get("compatible") or {}).get("l4t_major")
+        if stated is not None and str(stated) != str(manifest["container"]["l4t_major"]):
+            shutil.rmtree(dest, ignore_errors=True)
+            raise BundleError(
+                "release.yaml: compatible.l4t_major %s is not the image's L4T %s: leave it out (the image's "
+                "label sets it) or make them agree" % (stated, manifest["container"]["l4t_major"])
+            )
+        manifest["compatible"] = dict(
+            manifest.get("compatible") or {}, l4t_major=manifest["container"]["l4t_major"]
+        )
+        for path in sorted((dest / container.IMAGE_DIR).iterdir()):
+            rel = path.relative_to(dest).as_posix()
+            files.append({"path": rel, "length": path.stat().st_size, "sha256": sha256_file(path)})
     release = dict(manifest, tag=tag, version=match.group("version"), files=files, schema=1)
     (dest / "release.json").write_text(json.dumps(release, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return dict(release, path=str(dest))

@@ -30,6 +30,11 @@ def add_parser(commands: Any) -> None:
     p.add_argument("src")
     p.add_argument("--tag", required=True, help="version tag, e.g. v1.2.0")
     p.add_argument("--out", default="build/releases", help="output folder (default %(default)s)")
+    p.add_argument(
+        "--docker-host",
+        help="Docker Engine API of a container release's build, e.g. unix:///run/user/1000/podman.sock "
+        "(default: DOCKER_HOST, else Docker's socket)",
+    )
     p = sub.add_parser("sign", help="add a built bundle to the repository as signed TUF targets")
     p.add_argument("bundle")
     repo_options(p)
@@ -60,10 +65,17 @@ def run(args: argparse.Namespace) -> int:
         if args.release_command == "build":
             from edge_deploy.release.bundle import build
 
-            result = build(args.src, args.tag, args.out)
+            result = build(args.src, args.tag, args.out, args.docker_host)
+            image = (result.get("container") or {}).get("image")
             result = dict(
                 {k: result[k] for k in ("name", "tag", "version", "path")}, files=len(result["files"])
             )
+            if image:
+                result["image"] = {
+                    "id": image["id"],
+                    "layers": len(image["layers"]),
+                    "bytes": sum(layer["length"] for layer in image["layers"]),
+                }
         elif args.release_command == "pack-agent":
             from edge_deploy.release.agent_pack import pack
 

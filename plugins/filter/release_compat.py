@@ -9,7 +9,8 @@ version_added: "0.1.0"
 description:
   - Compares a robot's identity (C(ansible_local.jetson), saved by the jetson_facts role) with a
     release's compatibility contract (its manifest's C(compatible) section with
-    C(jetpack_min), C(jetpack_max) and C(modules)) by the rule the robot's release agent applies
+    C(jetpack_min), C(jetpack_max), C(modules), and for a container release C(l4t_major), the L4T
+    its image is built for) by the rule the robot's release agent applies
     (C(edge_common.compat.refusal)), so the controller and the robot give one answer.
   - Returns null when the robot may take the release, else one sentence that says what is wrong
     and what to do.

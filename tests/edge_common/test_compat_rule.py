@@ -18,13 +18,39 @@ plugin = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plugin)
 release_refusal = plugin.FilterModule().filters()["release_refusal"]
 
-NANO_512 = {"jetpack": "5.1.2", "module_class": "orin_nano", "l4t": "35.4.1", "module_part": "p3767-0003"}
-NX_60 = {"jetpack": "6.0", "module_class": "orin_nx", "l4t": "36.3.0", "module_part": "p3767-0000"}
-AGX_62 = {"jetpack": "6.2", "module_class": "agx_orin", "l4t": "36.4.3", "module_part": "p3701-0005"}
+NANO_512 = {
+    "jetpack": "5.1.2",
+    "module_class": "orin_nano",
+    "l4t": "35.4.1",
+    "l4t_major": 35,
+    "module_part": "p3767-0003",
+}
+NX_60 = {
+    "jetpack": "6.0",
+    "module_class": "orin_nx",
+    "l4t": "36.3.0",
+    "l4t_major": 36,
+    "module_part": "p3767-0000",
+}
+AGX_62 = {
+    "jetpack": "6.2",
+    "module_class": "agx_orin",
+    "l4t": "36.4.3",
+    "l4t_major": 36,
+    "module_part": "p3701-0005",
+}
+NO_L4T = {
+    "jetpack": None,
+    "module_class": "agx_orin",
+    "l4t": None,
+    "l4t_major": None,
+    "module_part": "p3701-0005",
+}
 AGX_RC = dict(AGX_62, jetpack="6.1-rc1")
 UNKNOWN_L4T = {"jetpack": None, "module_class": "agx_orin", "l4t": "36.4.3.1", "module_part": "p3701-0005"}
 UNKNOWN_MODULE = {"jetpack": "6.0", "module_class": None, "l4t": "36.3.0", "module_part": "p3999-0000"}
 FLEET = {"jetpack_min": "5.1", "jetpack_max": "6.2", "modules": ["orin_nano", "orin_nx", "agx_orin"]}
+CONTAINER_36 = dict(FLEET, l4t_major=36)
 
 # (row id, robot, contract, None when accepted else words the refusal must carry)
 ROWS = [
@@ -56,6 +82,12 @@ ROWS = [
     ("unknown-l4t", UNKNOWN_L4T, {"jetpack_min": "6.0"}, ["JetPack is unknown", "L4T 36.4.3.1"]),
     ("unknown-module", UNKNOWN_MODULE, FLEET, ["module class is unknown", "module p3999-0000"]),
     ("empty-string-jetpack", dict(NX_60, jetpack=""), {"jetpack_max": "6.2"}, ["JetPack is unknown"]),
+    # container releases: the image's L4T major is the robot's
+    ("container-same-l4t", AGX_62, CONTAINER_36, None),
+    ("container-l4t-36-on-jetpack-5", NANO_512, CONTAINER_36,
+     ["its L4T 35.4.1 is not the image's L4T 36", "(an image built for L4T 36)"]),
+    ("container-l4t-only", NX_60, {"l4t_major": "36"}, None),
+    ("container-unknown-l4t", NO_L4T, {"l4t_major": 36}, ["L4T release is unknown", "found no L4T release"]),
 ]  # fmt: skip
 
 
@@ -97,6 +129,8 @@ def test_without_a_robot_name_the_command_says_where_it_goes():
         ({"jetpack_min": True}, "must be a JetPack version"),
         ({"jetpack_min": ""}, "must be a JetPack version"),
         ({"jetpack_min": "6.2", "jetpack_max": "6.0"}, "newer than compatible.jetpack_max"),
+        ({"l4t_major": "r36"}, "must be an L4T major release"),
+        ({"l4t_major": True}, "must be an L4T major release"),
     ],
 )
 def test_a_malformed_contract_is_an_error_not_an_answer(contract, words):
