@@ -70,14 +70,19 @@ def _contract(contract: Any) -> Dict[str, Any]:
                 "or leave modules out to accept every module"
             )
         checked["modules"] = list(modules)
-    major = contract.get("l4t_major")
-    if major is not None:
-        if isinstance(major, bool) or not str(major).strip().isdigit():
-            raise ValueError(
-                "compatible.l4t_major must be an L4T major release such as 36, not %r" % (major,)
-            )
-        checked["l4t_major"] = int(str(major).strip())
+    if contract.get("l4t_major") is not None:
+        checked["l4t_major"] = l4t_major(contract["l4t_major"], "compatible.l4t_major")
     return checked
+
+
+def l4t_major(value: Any, where: str) -> int:
+    """An L4T major release (36, "36"); ValueError names `where` it came from when it is not one."""
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ValueError(
+            "%s must be an L4T major release such as 36 (JetPack 6) or 35 (JetPack 5), not %r"
+            % (where, value)
+        )
+    return int(str(value).strip())
 
 
 def _supports(contract: Dict[str, Any]) -> str:

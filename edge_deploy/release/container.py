@@ -37,6 +37,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from edge_common import compat
 from edge_common.fsutil import sha256_file
 from edge_common.image_archive import IMAGE_DIR, MANIFEST
 
@@ -51,12 +52,10 @@ class ContainerError(Exception):
 
 
 def _l4t_major(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not str(value).strip().isdigit():
-        raise ContainerError(
-            "%s must be an L4T major release such as 36 (JetPack 6) or 35 (JetPack 5), not %r"
-            % (where, value)
-        )
-    return int(str(value).strip())
+    try:
+        return compat.l4t_major(value, where)
+    except ValueError as exc:
+        raise ContainerError(str(exc)) from exc
 
 
 def validate(spec: Any, src: Path) -> Dict[str, Any]:
