@@ -40,6 +40,9 @@ DEFAULTS: Dict[str, Any] = {
     "time_sync_wait_seconds": 120,
     # Health gate overrides (None: use the release manifest's values)
     "health": {"soak_seconds": None, "interval_seconds": None, "start_timeout_seconds": None},
+    # Container releases: the Docker Engine API that loads and runs their images (Docker Engine on
+    # a Jetson; podman's service, unix:///run/podman/podman.sock, on a simulated robot).
+    "docker_host": "unix:///var/run/docker.sock",
     "systemd": True,  # False only in unit tests
     "config_path": None,  # this file; the unit's boot-time `recover` step is called with it
 }

@@ -11,8 +11,8 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+from edge_agent import containers, tufclient
 from edge_agent import engines as engines_mod
-from edge_agent import tufclient
 from edge_agent.config import Config
 from edge_agent.errors import Busy, UsageError
 from edge_agent.systemd import Systemd
@@ -104,12 +104,16 @@ class Layout:
         removable = [t for t in kept if t not in protected]
         excess = len(kept) - keep
         pruned = []
+        images = False  # a pruned container release leaves its image to remove
         for tag in removable[: max(0, excess)]:
+            images = images or containers.is_container(self.manifest(tag))
             remove_tree(self.release_dir(tag))
             remove_tree(os.path.join(self.cfg.snapshots_dir, tag))
             pruned.append(tag)
         if pruned:
             self._prune_engines()
+            if images:
+                containers.prune(self.cfg.docker_host, self.cfg.app, [t for t in kept if t not in pruned])
         return pruned
 
     def _kept_engines(self) -> List[Dict[str, Any]]:

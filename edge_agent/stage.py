@@ -8,8 +8,8 @@ import shutil
 import time
 from typing import Any, Dict, List
 
+from edge_agent import containers, tufclient
 from edge_agent import engines as engines_mod
-from edge_agent import tufclient
 from edge_agent.compatibility import CompatibilityCheck
 from edge_agent.errors import AgentError, Refused, UsageError
 from edge_agent.layout import EDGE_DIR
@@ -196,6 +196,8 @@ class StageStep(CompatibilityCheck):
                         "leftovers_removed": leftovers,
                     }
                 refs = self._engines(staging, manifest, dry_run=False)
+                if containers.is_container(manifest):
+                    counts["image"] = containers.load(self.cfg.docker_host, self.cfg.app, staging, manifest)
                 # engine references point at the release's final location
                 write_json(os.path.join(staging, EDGE_DIR, "engines.json"), refs)
                 write_json(

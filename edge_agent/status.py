@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict
 
-from edge_agent import tufclient
+from edge_agent import containers, tufclient
 from edge_agent.errors import AgentError
 from edge_agent.layout import EDGE_DIR, Layout
 from edge_common.fsutil import read_json
@@ -52,23 +52,42 @@ class StatusStep(Layout):
         manifest = read_json(os.path.join(release, tufclient.MANIFEST))
         if not manifest:
             raise AgentError("no current release under %s" % self.cfg.root)
+        env = {
+            "EDGE_APP": self.cfg.app,
+            "EDGE_APP_ROOT": self.cfg.root,
+            "EDGE_RELEASE": str(manifest.get("tag", "")),
+            "EDGE_RELEASE_DIR": release,
+            "EDGE_SHARED_DIR": self.cfg.shared_dir,
+            "EDGE_CONFIG_DIR": self.cfg.config_dir,
+            "EDGE_DATA_DIR": os.path.join(self.cfg.shared_dir, "data"),
+            "EDGE_LOG_DIR": os.path.join(self.cfg.shared_dir, "logs"),
+            "EDGE_ENGINES": self.cfg.active_engines,
+        }
+        if containers.is_container(manifest):
+            self._exec_container(manifest, release, env)
+            return
         argv = [
             str(a).replace("{python}", self.cfg.python).replace("{release}", release)
             for a in manifest["entry"]
         ]
-        env = dict(os.environ)
-        env.update(
-            {
-                "EDGE_APP": self.cfg.app,
-                "EDGE_APP_ROOT": self.cfg.root,
-                "EDGE_RELEASE_DIR": release,
-                "EDGE_SHARED_DIR": self.cfg.shared_dir,
-                "EDGE_CONFIG_DIR": self.cfg.config_dir,
-                "EDGE_DATA_DIR": os.path.join(self.cfg.shared_dir, "data"),
-                "EDGE_LOG_DIR": os.path.join(self.cfg.shared_dir, "logs"),
-                "EDGE_ENGINES": self.cfg.active_engines,
-                "PYTHONPATH": os.pathsep.join(p for p in (self._pythonpath, env.get("PYTHONPATH")) if p),
-            }
-        )
+        env = dict(os.environ, **env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self._pythonpath, os.environ.get("PYTHONPATH")) if p)
         os.chdir(release)
         os.execvpe(argv[0], argv, env)
+
+    def _exec_container(self, manifest: Dict[str, Any], release: str, env: Dict[str, str]) -> None:
+        """Run the release's container under this process (the unit's main PID) until it stops."""
+        env = dict(env, **{str(k): str(v) for k, v in (manifest.get("environment") or {}).items()})
+        paths = {
+            "release": release,
+            "config": self.cfg.config_dir,
+            "engines_dir": os.path.dirname(self.cfg.active_engines),
+            "engine_store": self.cfg.engine_store,
+            "data": env["EDGE_DATA_DIR"],
+            "logs": env["EDGE_LOG_DIR"],
+        }
+        if self.cfg.agent_path:  # engine_builder's runners for the engines built on this robot
+            paths["agent"] = self.cfg.agent_path
+            env["PYTHONPATH"] = self.cfg.agent_path
+        code = containers.Supervisor(self.cfg.docker_host, self.cfg.app, manifest, env, paths).run()
+        raise SystemExit(code)

@@ -93,12 +93,6 @@ class SwitchStep(SnapshotStep, GateStep):
             current = self.current_tag()
             if current == tag:
                 return {"changed": False, "tag": tag, "current": tag}
-            if self.manifest(tag).get("container"):
-                raise Refused(
-                    "release %s is a container release (its app is an image), and this agent runs native "
-                    "releases only: %s stays on %s. Deploy a native release (release.yaml with entry) until "
-                    "the agent runs containers." % (tag, self.cfg.app, current or "no release")
-                )
             if dry_run:
                 return {"changed": True, "tag": tag, "current": current, "dry_run": True}
             return self._move(current, tag, restore=False, gate=gate, op="activate")

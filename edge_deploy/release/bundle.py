@@ -86,6 +86,11 @@ def validate(manifest: Dict[str, Any], src: Path) -> None:
         )
     entry = manifest.get("entry")
     if "container" in manifest:
+        if (manifest.get("health") or {}).get("command"):
+            raise BundleError(
+                "release.yaml: a container release's health check is http (health.http: {port, path}), "
+                "answered by the container on the robot's network; health.command would run on the robot"
+            )
         if entry is not None:
             raise BundleError(
                 "release.yaml: a container release runs its image (container.command, or the image's CMD), "

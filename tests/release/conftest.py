@@ -135,3 +135,40 @@ def https_repo(releases, tmp_path, monkeypatch):
     served = ServedRepository(releases.repo_dir, tmp_path)
     yield served
     served.close()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """A real Docker Engine API for container releases: podman's Docker-compatible service (as on
+    a simulated controller or robot); yields (DOCKER_HOST, client). Removes this worker's images."""
+    docker = pytest.importorskip("docker")
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (make setup installs it)")
+    from edge_deploy import sim
+    from edge_deploy.release import container
+    from tests.release.images import APP
+
+    with sim.docker_engine(tmp_path_factory.mktemp("engine")) as url:
+        client = docker.DockerClient(base_url=url)
+        yield url, client
+        for found in client.containers.list(all=True, filters={"label": container.RELEASE_LABEL}):
+            if found.labels[container.RELEASE_LABEL].startswith(APP + ":"):
+                found.remove(force=True)
+        for image in client.images.list(filters={"label": container.RELEASE_LABEL}):
+            if image.labels[container.RELEASE_LABEL].startswith(APP + ":"):
+                client.images.remove(image.id, force=True)
+        client.close()
+
+
+@pytest.fixture
+def jp6_agent(tmp_path, make_agent, monkeypatch, engine):
+    """An agent on a robot whose saved identity is an Orin NX on JetPack 6.0 (L4T 36.3.0), whose
+    Docker engine is the `engine` fixture's."""
+    from tests.release.images import APP
+
+    fact = tmp_path / "jetson.fact"
+    fact.write_text(
+        json.dumps({"jetpack": "6.0", "module_class": "orin_nx", "l4t": "36.3.0", "l4t_major": 36})
+    )
+    monkeypatch.setattr("edge_agent.compatibility.JETSON_FACT", str(fact))
+    return lambda **config: make_agent(app=APP, docker_host=engine[0], **config)

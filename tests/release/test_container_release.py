@@ -7,81 +7,15 @@ that keeps the release before downloads only the layer that changed. The images 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from edge_common import image_archive
 from edge_common.fsutil import sha256_file
-from edge_deploy import sim
 from edge_deploy.release import bundle, container
-
-docker = pytest.importorskip("docker")
-
-# One app name per pytest-xdist worker: workers share the engine's image store, and a release's
-# image is tagged <app>:<tag>.
-APP = "ctr-%s" % os.environ.get("PYTEST_XDIST_WORKER", "main")
-DOCKERFILE = """\
-ARG BASE=scratch
-FROM ${BASE}
-COPY base/ /opt/base/
-COPY app/ /opt/app/
-"""
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (make setup installs it)")
-    with sim.docker_engine(tmp_path_factory.mktemp("engine")) as url:
-        client = docker.DockerClient(base_url=url)
-        yield url, client
-        for image in client.images.list(filters={"label": container.RELEASE_LABEL}):
-            if image.labels[container.RELEASE_LABEL].startswith(APP + ":"):
-                client.images.remove(image.id, force=True)
-        client.close()
-
-
-@pytest.fixture
-def jp6_agent(tmp_path, make_agent, monkeypatch):
-    """An agent on a robot whose saved identity is an Orin NX on JetPack 6.0 (L4T 36.3.0)."""
-    fact = tmp_path / "jetson.fact"
-    fact.write_text(
-        json.dumps({"jetpack": "6.0", "module_class": "orin_nx", "l4t": "36.3.0", "l4t_major": 36})
-    )
-    monkeypatch.setattr("edge_agent.compatibility.JETSON_FACT", str(fact))
-    return lambda: make_agent(app=APP)
-
-
-def source(tmp: Path, app_text: str, **manifest) -> Path:
-    src = tmp / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    (src / "base").mkdir(parents=True)
-    (src / "app").mkdir()
-    # the base layer: the same bytes in every release (a stand-in for an L4T base image's layers)
-    (src / "base" / "runtime.bin").write_bytes(bytes(range(256)) * 512)
-    (src / "app" / "app.py").write_text(app_text)
-    (src / "Dockerfile").write_text(DOCKERFILE)
-    (src / "config").mkdir()
-    (src / "config" / "app.json").write_text('{"threshold": 0.5}')
-    data = {
-        "name": APP,
-        "health": {"http": {"port": 8080, "path": "/healthz"}},
-        "ports": [8080],
-        "compatible": {"jetpack_min": "6.0", "modules": ["orin_nx", "agx_orin"]},
-        "container": {"dockerfile": "Dockerfile", "l4t_major": 36, "command": ["python3", "/opt/app/app.py"]},
-    }
-    data.update(manifest)
-    (src / "release.json").write_text(json.dumps(data))
-    return src
-
-
-def build(engine, tmp: Path, tag: str, app_text: str, **manifest) -> dict:
-    return bundle.build(str(source(tmp, app_text, **manifest)), tag, str(tmp / "build"), engine[0])
+from tests.release.images import APP, DOCKERFILE, build, source
 
 
 def test_a_container_release_carries_its_image_as_content_addressed_layers_a_robot_can_load(engine, tmp_path):
@@ -220,18 +154,11 @@ def test_no_engine_says_how_to_start_one(tmp_path):
     assert not (tmp_path / "build" / ("%s-v1.0.0" % APP)).exists()
 
 
-def test_an_agent_that_runs_native_releases_only_refuses_to_activate_a_container_release(
-    engine, tmp_path, releases, jp6_agent
-):
-    from edge_agent.errors import Refused
 
-    releases.publish("v0.9.0", name=APP)
-    releases.repo.add_release(build(engine, tmp_path, "v1.0.0", "print('v1')\n")["path"])
-    agent = jp6_agent()
-    repo = str(releases.repo_dir)
-    agent.stage(repo, "v0.9.0")
-    agent.activate("v0.9.0")
-    agent.stage(repo, "v1.0.0")
-    with pytest.raises(Refused, match=r"v1\.0\.0 is a container release .* %s stays on v0\.9\.0" % APP):
-        agent.activate("v1.0.0")
-    assert agent.current_tag() == "v0.9.0"
+def test_a_container_release_with_a_health_command_or_an_entry_is_refused(tmp_path):
+    command = source(tmp_path, "print('v1')\n", health={"command": ["true"]})
+    with pytest.raises(bundle.BundleError, match=r"a container release's health check is http"):
+        bundle.build(str(command), "v1.0.0", str(tmp_path / "build"), "unix:///nonexistent.sock")
+    entry = source(tmp_path, "print('v1')\n", entry=["python3", "app.py"])
+    with pytest.raises(bundle.BundleError, match=r"not entry: remove entry"):
+        bundle.build(str(entry), "v1.0.0", str(tmp_path / "build"), "unix:///nonexistent.sock")
