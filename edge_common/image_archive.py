@@ -35,6 +35,6 @@ def write_load_archive(folder: str, out: str) -> int:
     """Write the `docker load` archive of the image in folder to out (streamed; an image may be
     gigabytes); its size in bytes."""
     with tarfile.open(out, mode="w") as archive:
-        for name in members(folder):
+        for name in dict.fromkeys(members(folder)):  # two identical layers are one file
             archive.add(os.path.join(folder, name), arcname=name, recursive=False)
     return os.path.getsize(out)
