@@ -192,6 +192,10 @@ class Supervisor:
         except Exception:  # the container went away: the main loop reports it
             pass
 
+    def _say(self, text: str) -> None:
+        self.out.write("edge-agent: %s\n" % text)
+        self.out.flush()
+
     def _stop(self, *_args) -> None:
         self.stopping.set()
 
@@ -210,8 +214,10 @@ class Supervisor:
             try:
                 self.container = self._start(client)
             except docker.errors.APIError as exc:
-                self.out.write("edge-agent: the container of %s:%s did not start: %s\n"
-                               % (self.app, self.manifest["tag"], exc.explanation))  # fmt: skip
+                self._say(
+                    "the container of %s:%s did not start: %s"
+                    % (self.app, self.manifest["tag"], exc.explanation)
+                )
                 return 1
             threading.Thread(target=self._copy_logs, daemon=True).start()
             notify("READY=1")
@@ -226,12 +232,14 @@ class Supervisor:
                 try:
                     self.container.reload()
                 except docker.errors.NotFound:
-                    self.out.write("edge-agent: the container of %s vanished\n" % self.app)
+                    self._say("the container of %s vanished" % self.app)
                     return 1
                 if self.container.status not in ("created", "running"):
                     code = int(self.container.attrs.get("State", {}).get("ExitCode") or 1)
-                    self.out.write("edge-agent: the container of %s:%s exited with status %d\n"
-                                   % (self.app, self.manifest["tag"], code))  # fmt: skip
+                    self._say(
+                        "the container of %s:%s exited with status %d"
+                        % (self.app, self.manifest["tag"], code)
+                    )
                     return code or 1
                 # The watchdog is pinged only while the app answers its health check (after its
                 # start timeout): a hung container stops the pings and systemd restarts it.

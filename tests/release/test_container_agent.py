@@ -58,6 +58,8 @@ def serving(base: str, **command) -> dict:
 
 def staged(tmp_path, releases, agent, engine, base, tag="v1.0.0", **command):
     built = build(engine, tmp_path, tag, "print('%s')\n" % tag, **serving(base, **command))
+    # The robot's engine is another machine's: it has the base image's layers at most, not this one.
+    engine[1].images.remove(built["container"]["image"]["id"], force=True)
     releases.repo.add_release(built["path"])
     return agent.stage(str(releases.repo_dir), tag)
 
