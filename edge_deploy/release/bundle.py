@@ -105,14 +105,21 @@ def validate(manifest: Dict[str, Any], src: Path) -> None:
         for key in ("name", "onnx"):
             if not model.get(key):
                 raise BundleError("release.yaml: every model needs %s" % key)
-        golden = model.get("golden") or {}
         # the golden set (inputs, labels, expected FP32 outputs) and the FP32 reference model travel too
-        paths = [model["onnx"]] + [golden[key] for key in ("samples", "reference") if golden.get(key)]
-        for rel in paths:
+        for rel in model_files({"models": [model]}):
             if not (src / rel).is_file() and rel not in (manifest.get("assets") or {}):
                 raise BundleError(
                     "release.yaml: model %s refers to %s, which is not in %s" % (model["name"], rel, src)
                 )
+
+
+def model_files(manifest: Dict[str, Any]) -> List[str]:
+    """The files the manifest's models name: each ONNX model, golden set and FP32 reference."""
+    files = []
+    for model in manifest.get("models") or []:
+        golden = model.get("golden") or {}
+        files += [model["onnx"]] + [golden[key] for key in ("samples", "reference") if golden.get(key)]
+    return files
 
 
 def source_files(src: Path) -> List[Path]:
@@ -151,13 +158,22 @@ def build(src: str, tag: str, out: str, docker_host: Optional[str] = None) -> Di
     dest.mkdir(parents=True)
     sources = {rel.as_posix(): src_path / rel for rel in source_files(src_path)}
     if "container" in manifest:
+        # The app travels in the image: the bundle carries beside it only what the robot uses
+        # outside the image, the models (its engines are built on the robot), their golden sets
+        # and config/ (the robot's config overlay). The build context (Dockerfile, app code) would
+        # otherwise cross the network twice.
+        sources = {
+            rel: path
+            for rel, path in sources.items()
+            if rel in model_files(manifest) or rel.startswith("config/")
+        }
         from edge_common.image_archive import IMAGE_DIR
 
         taken = sorted(rel for rel in sources if rel.split("/")[0] == IMAGE_DIR)
         if taken:
             raise BundleError(
-                "%s holds %s: a container release keeps its image under %s/, so rename that folder"
-                % (src_path, taken[0], IMAGE_DIR)
+                "%s: a container release keeps its image under %s/, so move that model elsewhere"
+                % (taken[0], IMAGE_DIR)
             )
     for rel, origin in sorted((manifest.pop("assets", None) or {}).items()):
         if Path(rel).is_absolute() or ".." in Path(rel).parts or not (src_path / origin).is_file():

@@ -51,7 +51,9 @@ def test_a_container_release_carries_its_image_as_content_addressed_layers_a_rob
     assert json.loads(config.read_text())["rootfs"]["diff_ids"] == [
         "sha256:%s" % Path(layer["file"]).stem for layer in image["layers"]
     ]
-    assert {"image/manifest.json", "config/app.json", "Dockerfile"} <= set(listed)
+    # beside the image only what the robot uses outside it: the build context travels in the image
+    assert {"image/manifest.json", "config/app.json"} <= set(listed)
+    assert not {"Dockerfile", "app/app.py", "base/runtime.bin"} & set(listed), sorted(listed)
     # the archive a robot rebuilds from those files loads as the same image
     client.images.remove("%s:v1.0.0" % APP, force=True)
     archive = tmp_path / "load.tar"
@@ -80,7 +82,7 @@ def test_an_app_change_adds_one_layer_and_a_robot_downloads_only_that(engine, tm
         f["path"] for f in second["files"] if f["sha256"] not in {g["sha256"] for g in first["files"]}
     )
     manifest_bytes = signed["%s/v1.1.0/release.json" % APP]["length"]
-    # the changed app layer, the image's new config and manifest, and the app source beside them
+    # the changed app layer and the image's new config and manifest
     assert new[1] in lacking and new[0] not in lacking, lacking
     assert stage["downloaded_bytes"] == manifest_bytes + sum(
         signed["%s/v1.1.0/%s" % (APP, p)]["length"] for p in lacking
@@ -152,7 +154,6 @@ def test_no_engine_says_how_to_start_one(tmp_path):
     ):
         bundle.build(str(src), "v1.0.0", str(tmp_path / "build"), "unix:///nonexistent.sock")
     assert not (tmp_path / "build" / ("%s-v1.0.0" % APP)).exists()
-
 
 
 def test_a_container_release_with_a_health_command_or_an_entry_is_refused(tmp_path):
