@@ -44,6 +44,9 @@ class Robot:
     group: str
     port: int
     container: str
+    # Runs container releases: privileged (nested podman with crun, the Docker-compatible socket
+    # the agent's docker SDK talks to), with its image store on a volume of its own.
+    containers: bool = False
 
 
 def _env() -> dict:
@@ -192,8 +195,10 @@ class Fleet:
             named.append(("%s-%02d" % (short, numbers[short]), profile))
         return named
 
-    def up(self, count: int = 6, mix: Sequence[str] = DEFAULT_MIX, timeout: float = 240) -> list[Robot]:
-        """Start `count` robots (replacing this fleet's old ones) and write the inventory."""
+    def up(self, count: int = 6, mix: Sequence[str] = DEFAULT_MIX, timeout: float = 240,
+           containers: int = 0) -> list[Robot]:
+        """Start `count` robots (replacing this fleet's old ones) and write the inventory; the first
+        `containers` of them can run container releases (see Robot.containers)."""
         self.down()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_key()
@@ -209,11 +214,16 @@ class Fleet:
                                "`edge-deploy sim up` needs root, podman, runc and debootstrap "
                                "(make setup installs them)" % ", ".join(missing)) from exc
         robots = []
-        for host, profile in self.plan(count, mix):
+        for index, (host, profile) in enumerate(self.plan(count, mix)):
             robot = Robot(name=host, profile=profile, group=known[profile]["inventory_group"],
-                          port=_free_port(), container="edge-%s-%s" % (self.name, host))
+                          port=_free_port(), container="edge-%s-%s" % (self.name, host),
+                          containers=index < containers)
+            # Nested containers need the privileges of a real host (SIM.md: crun works, runc fails
+            # on these hybrid cgroups); their store cannot be overlay on the robot's own overlay.
+            nested = (["--privileged", "--volume", "%s-containers:/var/lib/containers" % robot.container]
+                      if robot.containers else [])
             podman("run", "--detach", "--name", robot.container, "--hostname", host,
-                   "--systemd=always", "--cap-add", "NET_ADMIN",
+                   "--systemd=always", "--cap-add", "NET_ADMIN", *nested,
                    "--label", "%s=%s" % (LABEL, self.name),
                    "--publish", "127.0.0.1:%d:22" % robot.port, image_for(profile, tag))
             robots.append(robot)
@@ -230,6 +240,8 @@ class Fleet:
                        "--format", "{{.Names}}").stdout.split()
         if names:
             podman("rm", "--force", "--time", "2", *names, timeout=300)
+            volumes = ["%s-containers" % name for name in names]
+            podman("volume", "rm", "--force", *volumes, check=False)
         for path in (self.record, self.known_hosts, self.inventory):
             if path.exists():
                 path.unlink()
@@ -307,7 +319,8 @@ class Fleet:
         for robot in robots:
             hosts = children.setdefault(robot.group, {"hosts": {}})["hosts"]
             hosts[robot.name] = {"ansible_port": robot.port, "edge_sim_profile": robot.profile,
-                                 "edge_sim_container": robot.container}
+                                 "edge_sim_container": robot.container,
+                                 "edge_sim_containers": robot.containers}
         inventory = {
             "all": {
                 "vars": {
