@@ -5,6 +5,7 @@ A release.yaml with a `container` section is a container release:
     container:
       dockerfile: Dockerfile           # built from the source folder; or `image: REF`, an image the
                                        # engine already has (pulled or built elsewhere)
+      context: ../app                  # the build context, relative to the source folder (default .)
       build_args: {BASE: nvcr.io/nvidia/l4t-jetpack:r36.4.0}
       l4t_major: 36                    # the L4T its base is built for (labelled on the image)
       command: [python3, /app/app.py]  # the image's own CMD when left out
@@ -43,7 +44,17 @@ from edge_common.image_archive import IMAGE_DIR, MANIFEST
 
 L4T_LABEL = "io.edge-deploy.l4t-major"
 RELEASE_LABEL = "io.edge-deploy.release"
-KNOWN_KEYS = {"dockerfile", "image", "build_args", "l4t_major", "command", "devices", "mounts", "runtime"}
+KNOWN_KEYS = {
+    "dockerfile",
+    "context",
+    "image",
+    "build_args",
+    "l4t_major",
+    "command",
+    "devices",
+    "mounts",
+    "runtime",
+}
 LOG_TAIL = 15  # lines of the build log an error quotes
 
 
@@ -84,6 +95,9 @@ def validate(spec: Any, src: Path) -> Dict[str, Any]:
                 "release.yaml: container.l4t_major is missing: name the L4T major release the Dockerfile's "
                 "base is built for (36 for JetPack 6, 35 for JetPack 5); robots on another L4T are refused"
             )
+    if "context" in spec and not (src / str(spec["context"])).is_dir():
+        raise ContainerError("release.yaml: container.context %s is not a folder (relative to %s)"
+                             % (spec["context"], src))  # fmt: skip
     if "l4t_major" in spec:
         _l4t_major(spec["l4t_major"], "container.l4t_major")
     for key in ("command", "devices"):
@@ -139,9 +153,9 @@ def image_for(engine, spec: Dict[str, Any], src: Path, name: str, tag: str):
             RELEASE_LABEL: release,
         }
         try:
-            image, _ = engine.images.build(
-                path=str(src),
-                dockerfile=str(spec["dockerfile"]),
+            image, _ = engine.images.build(  # a Dockerfile outside the context is sent beside it
+                path=str((src / str(spec.get("context") or ".")).resolve()),
+                dockerfile=str((src / str(spec["dockerfile"])).resolve()),
                 tag=release,
                 buildargs={k: str(v) for k, v in (spec.get("build_args") or {}).items()},
                 labels=labels,
