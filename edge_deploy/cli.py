@@ -26,7 +26,7 @@ def _sim(args: argparse.Namespace) -> int:
         if args.sim_command == "up":
             mix = tuple(args.profiles.split(",")) if args.profiles else DEFAULT_MIX
             with console.status("starting %d simulated robots" % args.robots):
-                fleet.up(args.robots, mix, containers=args.containers)
+                fleet.up(args.robots, mix, containers=args.containers.split(",") if args.containers else ())
             console.print("inventory: %s" % fleet.inventory)
             rows = fleet.status()
         elif args.sim_command == "down":
@@ -90,8 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--fleet", default="sim", help="fleet name (default: sim, inventory in --sim-inventory)")
     sim.add_argument("--robots", type=int, default=6, help="how many robots (default 6)")
     sim.add_argument("--profiles", help="comma-separated profile mix (default: Orin Nano, NX, AGX)")
-    sim.add_argument("--containers", type=int, default=0, metavar="N",
-                     help="the first N robots run container releases (privileged, nested podman; default 0)")
+    sim.add_argument("--containers", metavar="ROBOTS",
+                     help="comma-separated robots (nx-01,...) that run container releases "
+                     "(privileged, nested podman)")
     sim.add_argument("--json", action="store_true", help="print the fleet as JSON")
     sim.set_defaults(func=_sim)
 

@@ -196,9 +196,13 @@ class Fleet:
         return named
 
     def up(self, count: int = 6, mix: Sequence[str] = DEFAULT_MIX, timeout: float = 240,
-           containers: int = 0) -> list[Robot]:
-        """Start `count` robots (replacing this fleet's old ones) and write the inventory; the first
-        `containers` of them can run container releases (see Robot.containers)."""
+           containers: Iterable[str] = ()) -> list[Robot]:
+        """Start `count` robots (replacing this fleet's old ones) and write the inventory; the robots
+        named in `containers` (nx-01, ...) can run container releases (see Robot.containers)."""
+        containers = set(containers)
+        unknown = sorted(containers - {host for host, _ in self.plan(count, mix)})
+        if unknown:
+            raise SimError("--containers names %s, which this fleet does not have" % ", ".join(unknown))
         self.down()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_key()
@@ -214,10 +218,10 @@ class Fleet:
                                "`edge-deploy sim up` needs root, podman, runc and debootstrap "
                                "(make setup installs them)" % ", ".join(missing)) from exc
         robots = []
-        for index, (host, profile) in enumerate(self.plan(count, mix)):
+        for host, profile in self.plan(count, mix):
             robot = Robot(name=host, profile=profile, group=known[profile]["inventory_group"],
                           port=_free_port(), container="edge-%s-%s" % (self.name, host),
-                          containers=index < containers)
+                          containers=host in containers)
             # Nested containers need the privileges of a real host (SIM.md: crun works, runc fails
             # on these hybrid cgroups); their store cannot be overlay on the robot's own overlay.
             nested = (["--privileged", "--volume", "%s-containers:/var/lib/containers" % robot.container]
