@@ -66,6 +66,20 @@ def engine(docker_host: str):
     return client
 
 
+def socket_group(docker_host: str) -> Optional[str]:
+    """The group that owns the engine's unix socket (docker on a Jetson), or None (root's, not a
+    socket, or a TCP engine): a container release's service joins it to reach the engine."""
+    import grp
+
+    if not docker_host.startswith("unix://"):
+        return None
+    try:
+        gid = os.stat(docker_host[len("unix://") :]).st_gid
+        return grp.getgrgid(gid).gr_name if gid != 0 else None
+    except (OSError, KeyError):
+        return None
+
+
 def load(docker_host: str, app: str, release_dir: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
     """Load the release's image from its verified files unless the engine has it; check its id."""
     import docker

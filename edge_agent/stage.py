@@ -177,6 +177,9 @@ class StageStep(CompatibilityCheck):
                         )
                     refs = self._engines(final, manifest, dry_run)
                     changed = any(ref.get("built") for ref in refs.values())
+                    if containers.is_container(manifest) and not dry_run:  # the engine may have lost it
+                        counts["image"] = containers.load(self.cfg.docker_host, self.cfg.app, final, manifest)
+                        changed = changed or counts["image"]["loaded"]
                     if changed and not dry_run:
                         write_json(os.path.join(final, EDGE_DIR, "engines.json"), refs)
                     return {

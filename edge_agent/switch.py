@@ -9,6 +9,7 @@ import re
 import time
 from typing import Any, Dict, Optional
 
+from edge_agent import containers
 from edge_agent.errors import AgentError, Busy, Refused, RolledBack, UsageError
 from edge_agent.gate import GateStep
 from edge_agent.layout import EDGE_DIR
@@ -39,6 +40,9 @@ class SwitchStep(SnapshotStep, GateStep):
             lines.append('Environment="%s=%s"' % (key, quoted))
         if manifest.get("watchdog_seconds"):
             lines.append("WatchdogSec=%s" % float(manifest["watchdog_seconds"]))
+        group = containers.socket_group(self.cfg.docker_host) if containers.is_container(manifest) else None
+        if group:  # the app's user reaches the engine's socket through its group (docker on a Jetson)
+            lines.append("SupplementaryGroups=%s" % group)
         if self.cfg.agent_path and self.cfg.config_path:
             # Before every start (boot included), as root: a switch that a power loss or crash
             # interrupted is finished first, so the app never starts a release that did not pass

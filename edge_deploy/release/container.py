@@ -5,7 +5,8 @@ A release.yaml with a `container` section is a container release:
     container:
       dockerfile: Dockerfile           # built from the source folder; or `image: REF`, an image the
                                        # engine already has (pulled or built elsewhere)
-      context: ../app                  # the build context, relative to the source folder (default .)
+      context: ..                      # the build context, relative to the source folder (default .);
+                                       # it holds the Dockerfile
       build_args: {BASE: nvcr.io/nvidia/l4t-jetpack:r36.4.0}
       l4t_major: 36                    # the L4T its base is built for (labelled on the image)
       command: [python3, /app/app.py]  # the image's own CMD when left out
@@ -95,7 +96,14 @@ def validate(spec: Any, src: Path) -> Dict[str, Any]:
                 "release.yaml: container.l4t_major is missing: name the L4T major release the Dockerfile's "
                 "base is built for (36 for JetPack 6, 35 for JetPack 5); robots on another L4T are refused"
             )
-    if "context" in spec and not (src / str(spec["context"])).is_dir():
+    context = (src / str(spec.get("context") or ".")).resolve()
+    if spec.get("dockerfile") and context not in (src / str(spec["dockerfile"])).resolve().parents:
+        # Docker Engine takes a Dockerfile from outside the context; podman's API does not
+        raise ContainerError(
+            "release.yaml: container.dockerfile %s is not inside container.context %s: widen the context"
+            % (spec["dockerfile"], spec.get("context") or ".")
+        )
+    if "context" in spec and not context.is_dir():
         raise ContainerError("release.yaml: container.context %s is not a folder (relative to %s)"
                              % (spec["context"], src))  # fmt: skip
     if "l4t_major" in spec:
@@ -153,9 +161,10 @@ def image_for(engine, spec: Dict[str, Any], src: Path, name: str, tag: str):
             RELEASE_LABEL: release,
         }
         try:
-            image, _ = engine.images.build(  # a Dockerfile outside the context is sent beside it
-                path=str((src / str(spec.get("context") or ".")).resolve()),
-                dockerfile=str((src / str(spec["dockerfile"])).resolve()),
+            context = (src / str(spec.get("context") or ".")).resolve()
+            image, _ = engine.images.build(
+                path=str(context),
+                dockerfile=str((src / str(spec["dockerfile"])).resolve().relative_to(context)),
                 tag=release,
                 buildargs={k: str(v) for k, v in (spec.get("build_args") or {}).items()},
                 labels=labels,
