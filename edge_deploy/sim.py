@@ -90,6 +90,13 @@ def image_tag() -> str:
     return build_images("--tag").strip()
 
 
+def base_image() -> str:
+    """The simulated robots' base image (Debian bookworm with Python and the robots' wheels, no
+    Jetson files), which the image recipe builds: on a simulated fleet, the base of a container
+    release, in the place of NVIDIA's L4T images on a real one."""
+    return "localhost/edge-sim-base:%s" % build_images("--base-tag").strip()
+
+
 def profiles() -> dict:
     found = {}
     for path in sorted(paths.SIM_PROFILES.glob("*.json")):

@@ -218,19 +218,34 @@ def build(src: str, tag: str, out: str, docker_host: Optional[str] = None) -> Di
 def variant(src: str, dest: str, config: Optional[Dict[str, Any]] = None, **manifest: Any) -> Path:
     """A copy of the source folder `src` at `dest` (replaced) to build another release from:
     assets still point at their files beside `src`, `manifest` overrides keys of release.yaml and
-    `config` keys of config/app.json. The demo and the fleet tests make faulty releases this way."""
-    src_path, dest_path = Path(src).resolve(), Path(dest)
-    if dest_path.exists():
-        shutil.rmtree(dest_path)
-    shutil.copytree(src_path, dest_path)
-    data = load_source_manifest(dest_path)
+    `config` keys of config/app.json. The demo and the fleet tests make faulty releases this way.
+
+    A container source whose build context is wider than its folder (`container.context: ..`) is
+    copied with that context: `dest` then holds the context, and the returned source folder lies at
+    the same place inside it (edit the copy's app files there to change the image)."""
+    src_path = Path(src).resolve()
+    data = load_source_manifest(src_path)
+    spec = dict(data.get("container") or {}, **(manifest.get("container") or {}))
+    context = (src_path / str(spec.get("context") or ".")).resolve()
+    top = context if spec.get("dockerfile") and context in src_path.parents else src_path
+    dest_top = Path(dest)
+    dest_path = dest_top / src_path.relative_to(top)
+    if dest_top.exists():
+        shutil.rmtree(dest_top)
+    shutil.copytree(top, dest_top)
     data["assets"] = {rel: str(src_path / origin) for rel, origin in (data.get("assets") or {}).items()}
     data.update(manifest)
+    if data.get("container"):
+        data["container"] = spec
     for name in SOURCE_NAMES:
         (dest_path / name).unlink(missing_ok=True)
-    (dest_path / "release.json").write_text(json.dumps(data), encoding="utf-8")
     if config:
         app_config = dest_path / "config" / "app.json"
+        origin = data["assets"].pop("config/app.json", None)
+        if origin:  # the config is an asset: the variant gets a copy of its own to change
+            app_config.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(origin, app_config)
         merged = dict(json.loads(app_config.read_text(encoding="utf-8")), **config)
         app_config.write_text(json.dumps(merged), encoding="utf-8")
+    (dest_path / "release.json").write_text(json.dumps(data), encoding="utf-8")
     return dest_path

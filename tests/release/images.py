@@ -8,11 +8,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Optional
 
-from edge_deploy import paths
 from edge_deploy.release import bundle
 
 # One app name per pytest-xdist worker: workers share the engine's image store, and a release's
@@ -24,14 +22,6 @@ FROM ${BASE}
 COPY base/ /opt/base/
 COPY app/ /opt/app/
 """
-
-
-def runnable_base() -> str:
-    """The simulated robots' base image (Debian with Python), which `make setup` builds."""
-    tag = subprocess.run(
-        ["bash", str(paths.BUILD_IMAGE), "--base-tag"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return "localhost/edge-sim-base:%s" % tag
 
 
 def source(tmp: Path, app_text: str, base: Optional[str] = None, **manifest) -> Path:

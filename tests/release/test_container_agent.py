@@ -17,7 +17,8 @@ import pytest
 
 from edge_agent import containers
 from edge_agent.errors import Unverified
-from tests.release.images import APP, build, runnable_base
+from edge_deploy.sim import base_image
+from tests.release.images import APP, build
 
 docker = pytest.importorskip("docker")
 
@@ -26,7 +27,7 @@ PORT = 18380  # the containers share the host's network (network_mode=host), as 
 
 @pytest.fixture(scope="module")
 def base(engine):
-    name = runnable_base()
+    name = base_image()
     try:
         engine[1].images.get(name)
     except Exception:

@@ -110,3 +110,33 @@ def test_variant_of_the_sample_app_builds_with_its_overrides(tmp_path):
     assert (sample / "release.yaml").is_file()  # the original is untouched
     again = bundle.variant(str(sample), str(tmp_path / "src"))  # replaces the earlier variant
     assert json.loads((again / "config" / "app.json").read_text()) == original
+
+
+def test_variant_of_a_container_source_copies_its_wider_build_context(tmp_path):
+    from tests.repo import REPO
+
+    examples = REPO / "examples"
+    src = bundle.variant(
+        str(examples / "container_app"),
+        str(tmp_path / "ctx"),
+        {"fault": "unhealthy"},
+        container={"build_args": {"BASE": "localhost/base:1"}},
+    )
+    # the context (examples/) is copied, the source sits at the same place inside it
+    assert src == tmp_path / "ctx" / "container_app"
+    assert (tmp_path / "ctx" / "sample_app" / "app.py").read_bytes() == (
+        examples / "sample_app" / "app.py"
+    ).read_bytes()
+    assert (tmp_path / "ctx" / ".dockerignore").is_file() and (src / "Dockerfile").is_file()
+    data = json.loads((src / "release.json").read_text())
+    original = bundle.load_source_manifest(examples / "container_app")
+    # container keys given are merged over the source's: the rest (context, dockerfile) stays
+    assert data["container"] == dict(original["container"], build_args={"BASE": "localhost/base:1"})
+    # config/app.json was an asset: the variant has its own copy with the change, the original not
+    assert "config/app.json" not in data["assets"]
+    config = json.loads((src / "config" / "app.json").read_text())
+    original_config = json.loads((examples / "sample_app" / "config" / "app.json").read_text())
+    assert config == dict(original_config, fault="unhealthy")
+    model = Path(data["assets"]["models/digits_int8_qdq.onnx"]).resolve()
+    assert model == examples / "digits" / "digits_int8_qdq.onnx"  # assets still point at the originals
+    assert not (examples / "container_app" / "config").exists()
