@@ -51,8 +51,8 @@ def engine(docker_host: str):
         import docker
     except ImportError as exc:
         raise AgentError(
-            "this robot's Python has no `docker` package, which container releases need: run the release "
-            "role (it installs python3-docker), or `pip install docker`"
+            "the agent's Python has no `docker` package, which container releases need: add \"docker>=7.1\" "
+            "to release_agent_pip_packages (the release role installs it into the agent's virtualenv)"
         ) from exc
     try:
         client = docker.DockerClient(base_url=docker_host, timeout=120)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge_deploy import paths, status
 from edge_deploy.runner import run_playbook, wide_console
-from edge_deploy.sim import Fleet, SimError
+from edge_deploy.sim import Fleet, SimError, base_image, docker_engine
 
 COLUMNS = ("module_name", "l4t", "jetpack", "tensorrt", "python", "supported")
 
@@ -47,6 +47,11 @@ DEMO_RELEASES = (
     ("v1.1.0", {"golden_index": 1}),
     ("v1.2.0", {"fault": "unhealthy"}),
 )
+# The same app as a container release (examples/container_app) on the simulated robots' base image,
+# rolled out to the Orin NX robots only: they are the container-capable ones of the demo's fleet.
+CONTAINER_RELEASE = "v2.0.0"
+CONTAINER_PROFILE = "orin-nx-16gb-jp60"
+CONTAINER_GROUP = "orin_nx_robots"
 # Short windows so the story runs in minutes (a real fleet keeps the release's own soak).
 DEMO_VARS = {
     "rollout_waves": [1, "50%", "100%"],
@@ -58,9 +63,10 @@ DEMO_VARS = {
 }
 
 
-def demo_repository(root, releases=DEMO_RELEASES) -> str:
+def demo_repository(root, releases=DEMO_RELEASES, container: str | None = None) -> str:
     """A signed repository holding the demo releases, or `releases` ((tag, config) pairs of the
-    sample app), made once and reused by later runs."""
+    sample app), made once and reused by later runs. With `container` (a tag), also that tag of
+    examples/container_app, its image built through podman's Docker Engine API."""
     from edge_deploy.release import bundle
     from edge_deploy.release.repo import ReleaseRepository
 
@@ -75,7 +81,54 @@ def demo_repository(root, releases=DEMO_RELEASES) -> str:
         src = bundle.variant(str(paths.EXAMPLES / "sample_app"), str(root / "src" / tag), config)
         built = bundle.build(str(src), tag, str(root / "build"))
         repo.add_release(built["path"])
+    if container and container not in signed:
+        src = bundle.variant(
+            str(paths.EXAMPLES / "container_app"),
+            str(root / "src" / container),
+            container={"build_args": {"BASE": base_image()}},
+        )
+        with docker_engine(root / "engine") as docker_host:
+            built = bundle.build(str(src), container, str(root / "build"), docker_host)
+        repo.add_release(built["path"])
+        shutil.rmtree(built["path"])  # the repository holds its files now
     return str(root / "repo")
+
+
+def demo_story(containers: bool) -> list:
+    """The rollouts after provisioning: (playbook, extra vars, limit, title, whether the run should
+    pass). With `containers`, the container release and the way back end the story."""
+    story = [
+        ("edge_deploy.jetson.deploy", {"release": "v1.0.0"}, None, "roll out v1.0.0 in waves", True),
+        ("edge_deploy.jetson.deploy", {"release": "v1.1.0"}, None, "roll out v1.1.0 in waves", True),
+        (
+            "edge_deploy.jetson.deploy",
+            {"release": "v1.2.0"},
+            None,
+            "roll out v1.2.0, whose health check fails: the canary rolls itself back and the rollout stops",
+            False,
+        ),
+        ("edge_deploy.jetson.rollback", {}, None, "roll every robot back to the previous tag (v1.0.0)", True),
+    ]
+    if containers:
+        story += [
+            (
+                "edge_deploy.jetson.deploy",
+                {"release": CONTAINER_RELEASE},
+                CONTAINER_GROUP,
+                "roll out %s, the same app as a container image, to the Orin NX robots (-l %s): "
+                "each loads the signed image into its Docker engine and serves the model engine it built"
+                % (CONTAINER_RELEASE, CONTAINER_GROUP),
+                True,
+            ),
+            (
+                "edge_deploy.jetson.rollback",
+                {},
+                CONTAINER_GROUP,
+                "roll the Orin NX robots back to the native v1.0.0 (-l %s)" % CONTAINER_GROUP,
+                True,
+            ),
+        ]
+    return story
 
 
 def _here(path) -> str:
@@ -100,9 +153,11 @@ def run_demo(robots: int = 6) -> int:
     reports = paths.reports_dir() / "demo"
     shutil.rmtree(reports, ignore_errors=True)
     reports.mkdir(parents=True)
+    # Nested containers need privileged robots: only those that take the container release get them.
+    capable = [host for host, profile in fleet.plan(robots) if profile == CONTAINER_PROFILE]
     try:
         with console.status("starting %d simulated Jetsons" % robots):
-            fleet.up(robots)
+            fleet.up(robots, containers=capable)
     except SimError as exc:
         console.print("[red]error:[/red] %s" % exc)
         return 1
@@ -111,7 +166,10 @@ def run_demo(robots: int = 6) -> int:
         % (robots, time.monotonic() - started, _here(fleet.inventory))
     )
 
-    repository = demo_repository(paths.state_dir() / "releases")
+    with console.status("signing the demo's releases (the container image is built once)"):
+        repository = demo_repository(
+            paths.state_dir() / "releases", container=CONTAINER_RELEASE if capable else None
+        )
     # After the demo the mission's own command works as typed against this fleet:
     #   ansible-playbook deploy.yml -l orin_nx_robots -e release=v1.1.0
     fleet.write_vars(
@@ -119,16 +177,15 @@ def run_demo(robots: int = 6) -> int:
         {"release_repository": repository},
         "the demo's signed repository, so that deploy.yml needs only -e release=TAG",
     )
-    console.print(
-        "signed releases %s in %s"
-        % (", ".join(tag for tag, _ in DEMO_RELEASES), _here(repository))
-    )
+    tags = [tag for tag, _ in DEMO_RELEASES] + ([CONTAINER_RELEASE] if capable else [])
+    console.print("signed releases %s in %s" % (", ".join(tags), _here(repository)))
     # Provisioning builds the first release's engines ahead of its rollout: the rollouts find
     # them in each robot's engine store (one build per model and robot in the whole story).
     result = run_playbook(
         "edge_deploy.jetson.site",
         fleet.inventory,
-        title="1/5 provision and build the engines of v1.0.0 (site.yml)",
+        title="1/%d provision and build the engines of v1.0.0 (site.yml)"
+        % (len(demo_story(bool(capable))) + 1),
         extravars={"release": "v1.0.0", "release_repository": repository},
     )
     report = {"fleet": fleet.name, "status": result.status, "robots": {}, "steps": []}
@@ -160,23 +217,15 @@ def run_demo(robots: int = 6) -> int:
     if not result.ok:
         return _failed(console, result)
 
-    story = (
-        ("edge_deploy.jetson.deploy", {"release": "v1.0.0"}, "2/5 roll out v1.0.0 in waves", True),
-        ("edge_deploy.jetson.deploy", {"release": "v1.1.0"}, "3/5 roll out v1.1.0 in waves", True),
-        (
-            "edge_deploy.jetson.deploy",
-            {"release": "v1.2.0"},
-            "4/5 roll out v1.2.0, whose health check fails: the canary "
-            "rolls itself back and the rollout stops",
-            False,
-        ),
-        ("edge_deploy.jetson.rollback", {}, "5/5 roll every robot back to the previous tag (v1.0.0)", True),
-    )
-    for number, (playbook, extra, title, should_pass) in enumerate(story, start=2):
+    story = demo_story(bool(capable))
+    steps = len(story) + 1
+    for number, (playbook, extra, limit, title, should_pass) in enumerate(story, start=2):
+        title = "%d/%d %s" % (number, steps, title)
         step_reports = reports / ("step-%d" % number)
         step = run_playbook(
             playbook,
             fleet.inventory,
+            limit=limit,
             title=title,
             extravars=dict(DEMO_VARS, release_repository=repository, **extra),
             report_dir=step_reports,

@@ -8,6 +8,7 @@ Python); no NVIDIA runtime exists here, so the container runs with the engine's 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -176,3 +177,14 @@ def test_pruning_a_container_release_removes_its_image(engine, base, tmp_path, r
     assert agent.kept() == ["v1.1.0", "v1.2.0"]
     present = {image.id for image in engine[1].images.list()}
     assert ids["v1.0.0"] not in present and {ids["v1.1.0"], ids["v1.2.0"]} <= present
+
+
+def test_a_robot_without_the_sdk_or_an_engine_is_told_what_to_install(monkeypatch, tmp_path):
+    from edge_agent.errors import AgentError
+
+    with monkeypatch.context() as patched:
+        patched.setitem(sys.modules, "docker", None)  # the agent's Python lacks it
+        with pytest.raises(AgentError, match=r'add "docker>=7.1" to release_agent_pip_packages'):
+            containers.engine("unix:///var/run/docker.sock")
+    with pytest.raises(AgentError, match="no Docker engine answers at unix://%s" % tmp_path):
+        containers.engine("unix://%s/docker.sock" % tmp_path)
