@@ -128,8 +128,13 @@ def validate(spec: Any, src: Path) -> Dict[str, Any]:
 
 def client(docker_host: Optional[str] = None):
     """A Docker Engine API client for DOCKER_HOST (or docker_host), checked to answer."""
-    import docker
-
+    try:
+        import docker
+    except ImportError as exc:
+        raise ContainerError(
+            "container releases need the `docker` SDK on this controller: "
+            "pip install 'edge-deploy[container]'"
+        ) from exc
     try:
         engine = docker.DockerClient(base_url=docker_host) if docker_host else docker.from_env()
         engine.version()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,10 +149,19 @@ def test_a_malformed_container_section_is_refused_before_any_build(tmp_path, sec
 
 
 def test_no_engine_says_how_to_start_one(tmp_path):
+    pytest.importorskip("docker")
     src = source(tmp_path, "print('v1')\n")
     with pytest.raises(
         bundle.BundleError, match=r"no Docker Engine answers at unix:///nonexistent.sock .*DOCKER_HOST"
     ):
+        bundle.build(str(src), "v1.0.0", str(tmp_path / "build"), "unix:///nonexistent.sock")
+    assert not (tmp_path / "build" / ("%s-v1.0.0" % APP)).exists()
+
+
+def test_a_controller_without_the_sdk_is_told_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "docker", None)  # this Python cannot import it
+    src = source(tmp_path, "print('v1')\n")
+    with pytest.raises(bundle.BundleError, match=r"pip install 'edge-deploy\[container\]'"):
         bundle.build(str(src), "v1.0.0", str(tmp_path / "build"), "unix:///nonexistent.sock")
     assert not (tmp_path / "build" / ("%s-v1.0.0" % APP)).exists()
 
