@@ -38,6 +38,10 @@ from edge_common.fsutil import sha256_file
 from edge_common.versions import version_key as _version_key
 
 ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
+# A role's key may come from the environment instead of the keys folder (a CI job's secret): the
+# PEM text itself, or the path of a file holding it (GitLab's File variables). The root key has
+# none: it signs only `init` and key changes, offline.
+KEY_ENV = {role: "EDGE_DEPLOY_%s_KEY" % role.upper() for role in ROLES if role != Root.type}
 DEFAULT_EXPIRY_DAYS = {Root.type: 365, Targets.type: 90, Snapshot.type: 30, Timestamp.type: 7}
 SPEC_VERSION = "1.0.31"
 
@@ -47,9 +51,27 @@ class RepoError(Exception):
 
 
 def _load_signer(path: Path) -> CryptoSigner:
+    return _signer_from_pem(path.read_bytes(), str(path))
+
+
+def _signer_from_pem(pem: bytes, where: str) -> CryptoSigner:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    return CryptoSigner(load_pem_private_key(path.read_bytes(), None))
+    try:
+        return CryptoSigner(load_pem_private_key(pem, None))
+    except (ValueError, TypeError) as exc:
+        raise RepoError("%s is not an unencrypted PEM private key (%s)" % (where, exc)) from exc
+
+
+def root_key_within_reach(keys_dir: str) -> Optional[str]:
+    """Where a root key sits that this process could read (None: nowhere). A CI job must not hold
+    one: whoever has it can replace every other key."""
+    path = Path(keys_dir) / ("%s.pem" % Root.type)
+    if path.exists():
+        return str(path)
+    if os.environ.get("EDGE_DEPLOY_ROOT_KEY"):
+        return "$EDGE_DEPLOY_ROOT_KEY"
+    return None
 
 
 class ReleaseRepository(Repository):
@@ -118,9 +140,18 @@ class ReleaseRepository(Repository):
             os.replace(tmp, self.metadata_dir / name)
 
     def signer(self, role: str) -> CryptoSigner:
+        variable = KEY_ENV.get(role)
+        value = os.environ.get(variable or "", "").strip()
+        if value.startswith("-----BEGIN"):
+            return _signer_from_pem(value.encode(), "$" + variable)
+        if value:
+            if not os.path.isfile(value):
+                raise RepoError("$%s is neither a PEM key nor the path of a file holding one" % variable)
+            return _signer_from_pem(Path(value).read_bytes(), "%s ($%s)" % (value, variable))
         path = self.keys / ("%s.pem" % role)
         if not path.exists():
-            raise RepoError("no %s key at %s: run `edge-deploy release init` first" % (role, path))
+            hint = " (or set %s to the key's PEM)" % variable if variable else ""
+            raise RepoError("no %s key at %s%s: run `edge-deploy release init` first" % (role, path, hint))
         return _load_signer(path)
 
     # ----------------------------------------------------------------- operations
