@@ -81,8 +81,12 @@ def _staged(robot: Dict[str, Any]) -> str:
     return "%s B%s" % (staged, " fetched" if fetched else "")
 
 
-def summary_lines(report: Dict[str, Any]) -> List[str]:
-    rows = [("robot", "wave", "release", "outcome", "staged", "engines", "health", "time")]
+SUMMARY_HEADER = ("robot", "wave", "release", "outcome", "staged", "engines", "health", "time")
+
+
+def summary_rows(report: Dict[str, Any]) -> List[tuple]:
+    """One row per robot, in wave order: the summary's and the HTML page's table."""
+    rows = []
     for name, robot in sorted(report["robots"].items(), key=_in_wave_order):
         steps = robot.get("steps") or []
         took = (steps[-1]["end"] - steps[0]["start"]) if steps else 0.0
@@ -98,6 +102,11 @@ def summary_lines(report: Dict[str, Any]) -> List[str]:
                 "%.1f s" % took,
             )
         )
+    return rows
+
+
+def summary_lines(report: Dict[str, Any]) -> List[str]:
+    rows = [SUMMARY_HEADER, *summary_rows(report)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     counts: Dict[str, int] = {}
@@ -168,8 +177,33 @@ def timeline_png(report: Dict[str, Any], path: Path) -> Path:
     return path
 
 
+def html_page(report: Dict[str, Any], path: Path, timeline: bool) -> Path:
+    """report.html: the robots' table (the summary's), why the rollout stopped, the timeline."""
+    from edge_deploy import html
+
+    rows = summary_rows(report)
+    classes = ["failed" if row[3] in ("failed", "unreachable", "rolled back") else "ok" for row in rows]
+    sections = [
+        "<p>%s, started %s, %.1f s. %s %s</p>"
+        % (
+            html.esc(report.get("playbook")),
+            html.esc(report.get("started")),
+            report.get("duration_s", 0.0),
+            html.link("report.json", "report.json"),
+            html.link("summary.txt", "summary.txt"),
+        )
+    ]
+    if report.get("stopped"):
+        sections.append('<p class="failed">%s</p>' % html.esc(report["stopped"]))
+    sections += ["<h2>Robots</h2>", html.table(SUMMARY_HEADER, rows, classes)]
+    if timeline:
+        sections += ["<h2>Timeline</h2>", html.picture("timeline.png", "one bar per task and robot")]
+    title = "Rollout %s" % (report.get("lease") or {}).get("release", report.get("playbook") or "")
+    return html.write_page(path, title.strip(), sections, 1 if timeline else 0)
+
+
 def render(report_path: str | Path) -> Dict[str, str]:
-    """Write summary.txt and timeline.png beside a report.json; return their paths."""
+    """Write summary.txt, timeline.png and report.html beside a report.json; return their paths."""
     report_path = Path(report_path)
     report = json.loads(report_path.read_text())
     summary = report_path.with_name("summary.txt")
@@ -179,4 +213,6 @@ def render(report_path: str | Path) -> Dict[str, str]:
         outputs["timeline"] = str(timeline_png(report, report_path.with_name("timeline.png")))
     except ImportError:
         outputs["timeline"] = "(matplotlib is not installed: no picture)"
+    pictured = not outputs["timeline"].startswith("(")
+    outputs["html"] = str(html_page(report, report_path.with_name("report.html"), pictured))
     return outputs

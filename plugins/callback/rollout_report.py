@@ -1,4 +1,4 @@
-"""rollout_report: a per-robot timeline and report of a rollout, as JSON, text and a picture."""
+"""rollout_report: a per-robot timeline and report of a rollout, as JSON, text, a picture and a page."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ DOCUMENTATION = r"""
 ---
 name: rollout_report
 type: aggregate
-short_description: Write a rollout's per-robot timeline and report (JSON, text summary, PNG timeline)
+short_description: Write a rollout's per-robot timeline and report (JSON, text, PNG timeline, HTML)
 description:
   - Records, for every robot, each task's start, end and outcome, and the wave it ran in (the serial
     batch of its play), numbered from the first batch in which a robot ran a task, so a batch of robots
@@ -29,7 +29,8 @@ description:
     C(lease), so that the run id another rollout's refusal names leads to this report. What happened
     to each robot's lease (held, refused naming the holder, lost, released) is that robot's C(lease).
   - When the playbook ends (even when a failed canary stopped it) writes C(report.json),
-    C(summary.txt) and C(timeline.png) to a new folder under O(report_dir).
+    C(summary.txt), C(timeline.png) and C(report.html) (the robots' table and the timeline) to a new
+    folder under O(report_dir).
   - Unreachable robots are reported as such, with the last step they reached.
 requirements:
   - matplotlib on the controller for the picture (the JSON and text are written without it)
