@@ -106,9 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--robots", type=int, default=6)
     demo.set_defaults(func=_demo)
 
+    from edge_deploy.pipeline import add_parser as add_pipeline_parser
     from edge_deploy.release.cli import add_parser as add_release_parser
 
     add_release_parser(commands)
+    add_pipeline_parser(commands)
     return parser
 
 
