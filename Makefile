@@ -47,6 +47,9 @@ lint:
 	pylint --persistent=n --score=n --disable=all --enable=cyclic-import \
 	  edge_agent edge_common edge_deploy engine_builder
 	lint-imports --no-cache
+	@# the CI templates against GitHub's and GitLab's own schemas (vendored: no network)
+	check-jsonschema --builtin-schema vendor.github-workflows examples/ci/github-actions.yml
+	check-jsonschema --builtin-schema vendor.gitlab-ci examples/ci/gitlab-ci.yml
 	@# the collection as it ships: ansible-test sanity on the built tarball, and the execution
 	@# environment's build context (ansible-builder create; building the image needs a registry)
 	scripts/collection sanity
