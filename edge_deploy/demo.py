@@ -236,7 +236,15 @@ def run_demo(robots: int = 6) -> int:
                 built = [model for model, how in (robot.get("engines") or {}).items() if how == "built"]
                 report["robots"][name]["engine_builds"] += len(built)
         console.print(summary)
-        report["steps"].append({"title": title, "status": step.status, "summary": summary})
+        found = sorted(step_reports.glob("*/report.json"))
+        report["steps"].append(
+            {
+                "title": title,
+                "status": step.status,
+                "summary": summary,
+                "report": str(found[-1].relative_to(reports)) if found else None,
+            }
+        )
         if step.ok != should_pass:
             console.print(
                 "[red]%s: expected the run to %s[/red]" % (title, "pass" if should_pass else "stop")
@@ -259,11 +267,48 @@ def run_demo(robots: int = 6) -> int:
     report["duration_s"] = round(time.monotonic() - started, 1)
     out = reports
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+    page = demo_page(report, out)
     console.print(
-        "report: %s; rollout timelines: reports/demo/step-*/*/timeline.png; %.0f s in all"
-        % (_here(out / "report.json"), report["duration_s"])
+        "report: %s (the story, each rollout's page and timeline; JSON: %s); %.0f s in all"
+        % (_here(page), _here(out / "report.json"), report["duration_s"])
     )
     return 0
+
+
+def demo_page(report: dict, folder: Path) -> Path:
+    """report.html in the demo's report folder: the fleet as provisioned, then each step with its
+    outcome, a link to its rollout's own page, and its timeline."""
+    from edge_deploy import html
+
+    robots = report["robots"]
+    took = report.get("duration_s", 0.0)
+    intro = "Simulated fleet %s: %d robots, %.0f s in all" % (report["fleet"], len(robots), took)
+    intro += " (figures of this machine's CPU, not of a Jetson)."
+    sections = [
+        "<p>%s %s</p>" % (html.esc(intro), html.link("report.json", "report.json")),
+        "<h2>Fleet</h2>",
+        html.table(
+            ("robot", "profile", "group", "module", "jetpack", "engine builds"),
+            [
+                (name, r["profile"], r["group"], (r.get("jetson") or {}).get("module_name"),
+                 (r.get("jetson") or {}).get("jetpack"), r.get("engine_builds"))
+                for name, r in sorted(robots.items())
+            ],
+        ),
+        "<h2>Story</h2>",
+    ]  # fmt: skip
+    pictures = 0
+    for step in report["steps"]:
+        sections.append("<h3>%s</h3>" % html.esc(step["title"]))
+        if not step.get("report"):
+            sections.append('<p class="note">no rollout report (%s)</p>' % html.esc(step["status"]))
+            continue
+        rollout = Path(step["report"]).parent
+        sections.append("<p>%s</p>" % html.link(str(rollout / "report.html"), "this rollout's page"))
+        if (folder / rollout / "timeline.png").is_file():
+            sections.append(html.picture(str(rollout / "timeline.png"), step["title"]))
+            pictures += 1
+    return html.write_page(folder / "report.html", "Edge Deploy demo", sections, pictures)
 
 
 def _failed(console, result) -> int:

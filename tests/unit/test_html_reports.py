@@ -1,7 +1,7 @@
 """The HTML report pages, rendered in headless Chromium (Debian's `chromium`, which `make setup`
-installs for the tests): a pipeline run that passed, one the accuracy gate stopped, and a rollout
-report (the recorded one of test_rollout_report). Each page must load every picture it shows and
-hold the figures its JSON holds."""
+installs for the tests): a pipeline run that passed, one the accuracy gate stopped, a rollout
+report (the recorded one of test_rollout_report) and the demo's page over its rollouts. Each page
+must load every picture it shows and hold the figures its JSON holds."""
 
 from __future__ import annotations
 
@@ -82,3 +82,33 @@ def test_the_rollout_page_shows_every_robot_and_its_timeline(tmp_path):
     for row in rollout_report.summary_rows(RECORDED):
         assert "<td>%s</td>" % row[0] in dom and "<td>%s</td>" % row[3] in dom, row
     assert 'href="report.json"' in dom and 'href="summary.txt"' in dom
+
+
+def test_the_demo_page_links_every_step_to_its_rollout_page_and_timeline(tmp_path):
+    from edge_deploy.demo import demo_page
+
+    steps = []
+    for number, title in ((2, "2/3 roll out v1.0.0 in waves"), (3, "3/3 roll back")):
+        folder = tmp_path / ("step-%d" % number) / "20261203T120000Z"
+        folder.mkdir(parents=True)
+        (folder / "report.json").write_text(json.dumps(RECORDED))
+        rollout_report.render(folder / "report.json")
+        steps.append(
+            {
+                "title": title,
+                "status": "successful",
+                "report": "step-%d/20261203T120000Z/report.json" % number,
+            }
+        )
+    steps.append({"title": "4/4 a step without a rollout", "status": "failed", "report": None})
+    robot = {"profile": "orin-nx-16gb-jp60", "group": "orin_nx_robots", "engine_builds": 1,
+             "jetson": {"module_name": "Jetson Orin NX 16GB", "jetpack": "6.0"}}  # fmt: skip
+    report = {"fleet": "sim", "duration_s": 831.0, "robots": {"nx-01": robot}, "steps": steps}
+    page = demo_page(report, tmp_path)
+    assert page == tmp_path / "report.html"
+    dom = rendered(page)
+    assert pictures(dom) == (2, 2)  # each rollout's timeline
+    assert "<td>Jetson Orin NX 16GB</td>" in dom and "not of a Jetson" in dom
+    for number in (2, 3):
+        assert 'href="step-%d/20261203T120000Z/report.html"' % number in dom
+    assert "no rollout report (failed)" in dom
