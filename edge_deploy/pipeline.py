@@ -197,9 +197,7 @@ class Pipeline:
         spec["golden"] = dict(spec.get("golden") or {}, samples=golden_rel,
                               max_accuracy_drop_points=self.max_drop_points)  # fmt: skip
         models = [spec if m.get("name") == self.model_name else m for m in data.get("models") or []]
-        src_root = Path(self.source).resolve()
-        assets = {rel: str(src_root / origin) for rel, origin in (data.get("assets") or {}).items()}
-        assets.update({onnx_rel: str(Path(int8).resolve()), golden_rel: str(Path(golden).resolve())})
+        assets = {onnx_rel: str(Path(int8).resolve()), golden_rel: str(Path(golden).resolve())}
         variant = bundle.variant(self.source, str(self.work / "source"), models=models, assets=assets)
         try:
             built = bundle.build(str(variant), self.tag, str(self.work / "build"))
@@ -258,8 +256,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------ the run
     def run(self, on_step: Optional[Callable[[str, Dict[str, Any]], None]] = None) -> Dict[str, Any]:
-        if self.out.exists():
-            shutil.rmtree(self.work, ignore_errors=True)
+        shutil.rmtree(self.work, ignore_errors=True)  # what an earlier run into this folder left
         self.work.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         state: Dict[str, Any] = {}

@@ -217,8 +217,9 @@ def build(src: str, tag: str, out: str, docker_host: Optional[str] = None) -> Di
 
 def variant(src: str, dest: str, config: Optional[Dict[str, Any]] = None, **manifest: Any) -> Path:
     """A copy of the source folder `src` at `dest` (replaced) to build another release from:
-    assets still point at their files beside `src`, `manifest` overrides keys of release.yaml and
-    `config` keys of config/app.json. The demo and the fleet tests make faulty releases this way.
+    assets still point at their files beside `src`, `manifest` overrides keys of release.yaml (its
+    `assets` are added to the source's own) and `config` keys of config/app.json. The demo, the
+    pipeline and the fleet tests make their releases this way.
 
     A container source whose build context is wider than its folder (`container.context: ..`) is
     copied with that context: `dest` then holds the context, and the returned source folder lies at
@@ -233,8 +234,9 @@ def variant(src: str, dest: str, config: Optional[Dict[str, Any]] = None, **mani
     if dest_top.exists():
         shutil.rmtree(dest_top)
     shutil.copytree(top, dest_top)
-    data["assets"] = {rel: str(src_path / origin) for rel, origin in (data.get("assets") or {}).items()}
-    data.update(manifest)
+    assets = {rel: str(src_path / origin) for rel, origin in (data.get("assets") or {}).items()}
+    assets.update(manifest.pop("assets", None) or {})
+    data.update(manifest, assets=assets)
     if data.get("container"):
         data["container"] = spec
     for name in SOURCE_NAMES:
