@@ -183,3 +183,32 @@ def test_missing_backend_library_names_the_package(dynamic_cnn, monkeypatch):
     with pytest.raises(MissingDependency) as err:
         build(dynamic_cnn, "tensorrt", BuildOptions())
     assert err.value.package == "tensorrt" and "JetPack" in err.value.hint
+
+
+def test_the_digits_int8_engine_agrees_with_fp32_within_the_sample_apps_gate_on_this_cpu(
+    plain_device, tmp_path
+):
+    """The committed INT8 model, built and run by the backend, against the FP32 model on the golden
+    set: within the sample app's own thresholds (max abs error 2, top-1 disagreement 1 %), on a CPU
+    whose fused INT8 kernels saturate (x86-64 without VNNI: 13 logits off unfused) as on any other."""
+    digits = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "examples", "digits")
+    built = build(os.path.join(digits, "digits_int8_qdq.onnx"), "onnxruntime", BuildOptions(precision="int8"),
+                  output=str(tmp_path / "digits.onnx"), device=plain_device)  # fmt: skip
+    checked = compare(os.path.join(digits, "digits_fp32.onnx"), built["artifact_path"], "onnxruntime",
+                      samples_path=os.path.join(digits, "digits_golden.npz"), max_abs_error=2.0,
+                      max_top1_disagreement=0.01)  # fmt: skip
+    assert checked["passed"], checked["failures"]
+
+
+def test_a_cpu_without_vnni_is_one_whose_int8_kernels_saturate(tmp_path, monkeypatch):
+    from engine_builder.backends import ort_backend
+
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    epyc = tmp_path / "epyc"
+    epyc.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    vnni = tmp_path / "vnni"
+    vnni.write_text("model name\t: Intel Xeon\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n")
+    assert ort_backend.int8_kernels_saturate(str(epyc)) is True
+    assert ort_backend.int8_kernels_saturate(str(vnni)) is False
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert ort_backend.int8_kernels_saturate(str(epyc)) is False  # a Jetson's CPU
