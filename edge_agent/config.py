@@ -8,6 +8,7 @@ import sys
 from typing import Any, Dict, Optional
 
 from edge_agent.errors import UsageError
+from edge_common.resources import check_budget
 from engine_builder.store import DEFAULT_ROOT as DEFAULT_STORE
 
 DEFAULTS: Dict[str, Any] = {
@@ -38,6 +39,9 @@ DEFAULTS: Dict[str, Any] = {
     "download_timeout_seconds": 3000,
     # Pull: the longest wait for a running time sync service to synchronize the clock (clock.py).
     "time_sync_wait_seconds": 120,
+    # The module class's resource budget (edge_common.resources.BUDGETS; release_resource_budget
+    # in group_vars): checked during the engine gate's benchmark and the health gate's soak.
+    "resources": None,
     # Health gate overrides (None: use the release manifest's values)
     "health": {"soak_seconds": None, "interval_seconds": None, "start_timeout_seconds": None},
     # Container releases: the Docker Engine API that loads and runs their images (Docker Engine on
@@ -55,6 +59,10 @@ class Config:
         health = dict(DEFAULTS["health"])
         health.update(data.get("health") or {})
         merged["health"] = health
+        try:
+            merged["resources"] = check_budget(merged["resources"]) or None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
         app = merged["app"]
         if not app or "/" in app or app.startswith("."):
             raise UsageError("app name %r is not a plain name" % app)

@@ -30,10 +30,13 @@ def ensure_all(
     models: List[Dict[str, Any]],
     timeout: float,
     tag: str,
+    resources: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Build or reuse every model's engine; name -> reference. A gate that says no refuses the
-    release (nothing is switched); any other failure is an error with engine_builder's message."""
+    release (nothing is switched); any other failure is an error with engine_builder's message.
+    `resources` is the robot's resource budget, checked during each engine's gate benchmark."""
     refs: Dict[str, Any] = {}
+    budget = ["--resources", json.dumps(resources, sort_keys=True)] if resources else []
     for model in models:
         envelope = contract.run(
             python,
@@ -49,6 +52,7 @@ def ensure_all(
                 backend or "auto",
                 "--lock-timeout",
                 str(timeout),
+                *budget,
             ],
             pythonpath,
             timeout,
@@ -66,6 +70,7 @@ def ensure_all(
 def reference(envelope: Dict[str, Any], model: Dict[str, Any]) -> Dict[str, Any]:
     """What a release records of an engine (and the app reads from active.json)."""
     gate = envelope.get("gate") or {}
+    bench = gate.get("bench") or {}
     compare = ((gate.get("compare") or {}).get("outputs") or {}).values()
     accuracy = [o.get("candidate_accuracy") for o in compare if o.get("candidate_accuracy") is not None]
     return {
@@ -78,11 +83,14 @@ def reference(envelope: Dict[str, Any], model: Dict[str, Any]) -> Dict[str, Any]
         "built": bool(envelope.get("built")),
         "onnx": model["onnx"],
         "onnx_sha256": envelope.get("onnx_sha256"),
+        "module_class": (envelope.get("device") or {}).get("module_class"),
         "gate": {
             "passed": gate.get("passed"),
-            "p99_ms": ((gate.get("bench") or {}).get("latency_ms") or {}).get("p99"),
-            "p99_target_ms": (gate.get("bench") or {}).get("p99_target_ms"),
+            "p99_ms": (bench.get("latency_ms") or {}).get("p99"),
+            "p99_target_ms": bench.get("p99_target_ms"),
+            "latency_ms": bench.get("latency_ms"),
             "accuracy": min(accuracy) if accuracy else None,
+            "resources": gate.get("resources"),
         }
         if gate
         else None,

@@ -28,6 +28,7 @@ class GateStep(Layout):
             self.release_dir(tag),
             conf,
             self.sleep,
+            self.cfg.resources,
         )
         result["service"] = service
         if not service["passed"]:

@@ -1,5 +1,7 @@
 """The service gate: the service is up and its health check passes at every probe of the soak
-window (and the service did not restart meanwhile). The engines' own gate (golden parity and
+window (and the service did not restart meanwhile), and the robot stays within its resource budget
+while it runs the release (tegrastats sampled through the soak: edge_common.resources). The
+engines' own gate (golden parity and
 latency) is engine_builder's, run when an engine is built or first used (edge_agent/engines.py).
 
 Every loop is bounded in count and in time.
@@ -15,6 +17,9 @@ import urllib.request
 from typing import Any, Callable, Dict, Optional
 
 from edge_agent.systemd import Systemd
+from edge_common import resources
+
+SOAK_SAMPLE_MS = 1000  # tegrastats through the soak window
 
 DEFAULTS = {
     "soak_seconds": 30.0,
@@ -80,8 +85,10 @@ def service_gate(
     cwd: str,
     conf: Dict[str, float],
     sleep: Callable[[float], None] = time.sleep,
+    budget: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Wait for the unit to come up, then soak. Returns {"passed", "reason", "probes", ...}."""
+    """Wait for the unit to come up, then soak. Returns {"passed", "reason", "probes", ...} and,
+    after a soak, `resources`: what tegrastats saw and the `budget`'s verdict."""
     started = time.monotonic()
     interval = conf["interval_seconds"]
     # 1) up: active and the first health probe passes, within start_timeout
@@ -107,31 +114,51 @@ def service_gate(
         return _result(
             False, "not healthy within %.0f s: %s" % (conf["start_timeout_seconds"], last), started, 0
         )
-    # 2) soak: every probe passes and the service does not restart
+    # 2) soak: every probe passes, the service does not restart, the robot keeps to its budget
     probes = max(1, math.ceil(conf["soak_seconds"] / interval))
+    with resources.Recording(SOAK_SAMPLE_MS) as recording:
+        failure = _soak(systemd, unit, check, cwd, conf, sleep, baseline, probes)
+    checked = recording.check(budget)
+    if failure is not None:
+        return _result(False, failure[0], started, failure[1], checked)
+    if not checked["passed"]:
+        return _result(False, resources.reason(checked) + " during the soak window", started, probes, checked)
+    return _result(True, None, started, probes, checked)
+
+
+def _soak(systemd, unit, check, cwd, conf, sleep, baseline, probes):
+    """None when every probe of the soak passed, else (why not, probes done)."""
     for n in range(probes):
-        sleep(interval)
+        sleep(conf["interval_seconds"])
         state = systemd.show(unit)
         if state.get("ActiveState") != "active":
-            return _result(
-                False,
-                "%s went %s/%s during the soak window"
-                % (unit, state.get("ActiveState"), state.get("SubState")),
-                started,
-                n,
+            why = "%s went %s/%s during the soak window" % (
+                unit,
+                state.get("ActiveState"),
+                state.get("SubState"),
             )
+            return why, n
         if int(state.get("NRestarts") or 0) != baseline:
-            return _result(False, "%s restarted during the soak window" % unit, started, n)
+            return "%s restarted during the soak window" % unit, n
         failure = probe(check, cwd, conf["timeout_seconds"])
         if failure is not None:
-            return _result(False, "health check failed during the soak window: %s" % failure, started, n)
-    return _result(True, None, started, probes)
+            return "health check failed during the soak window: %s" % failure, n
+    return None
 
 
-def _result(passed: bool, reason: Optional[str], started: float, probes: int) -> Dict[str, Any]:
-    return {
+def _result(
+    passed: bool,
+    reason: Optional[str],
+    started: float,
+    probes: int,
+    checked: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    out = {
         "passed": passed,
         "reason": reason,
         "probes": probes,
         "seconds": round(time.monotonic() - started, 2),
     }
+    if checked is not None:
+        out["resources"] = checked
+    return out

@@ -255,6 +255,7 @@ class StageStep(CompatibilityCheck):
             models,
             self.cfg.command_timeout_seconds,
             manifest["tag"],
+            self.cfg.resources,
         )
         engines_mod.pin(self.cfg.engine_store, self.cfg.app, [*self._kept_engines(), refs])
         return refs

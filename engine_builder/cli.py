@@ -193,6 +193,10 @@ def cmd_ensure(args: argparse.Namespace) -> Dict[str, Any]:
         spec = json.loads(text)
     except ValueError as exc:
         raise UsageError("--spec is not JSON: %s" % exc) from exc
+    try:
+        budget = json.loads(args.resources) if args.resources else None
+    except ValueError as exc:
+        raise UsageError("--resources is not JSON: %s" % exc) from exc
     with _progress(args) as progress:
         return ensure(
             args.store,
@@ -210,6 +214,7 @@ def cmd_ensure(args: argparse.Namespace) -> Dict[str, Any]:
                 for key, value in (("samples", args.samples_sha256), ("reference", args.reference_sha256))
                 if value
             },
+            resources=budget,
         )
 
 
@@ -458,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx-sha256", help="the model's sha256 (a dry run needs no file then)")
     p.add_argument("--samples-sha256", help="the golden set's sha256 (a dry run needs no file then)")
     p.add_argument("--reference-sha256", help="the reference ONNX's sha256 (likewise)")
+    p.add_argument(
+        "--resources",
+        help="the robot's resource budget, JSON (edge_common.resources.BUDGETS): checked against "
+        "tegrastats while the gate's benchmark runs",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would be built or gated; change nothing")
     p.add_argument("--force", action="store_true", help="rebuild even when the store has the engine")
     p.add_argument("--keep", type=int, default=3, help="engines kept per model besides pinned ones")

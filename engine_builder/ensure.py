@@ -135,10 +135,13 @@ def ensure(
     probe: Optional[Dict[str, Any]] = None,
     progress: Optional[Progress] = None,
     file_sha256: Optional[Dict[str, str]] = None,
+    resources: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Build or reuse the engine of `spec` in the store at `root`; see the module docstring.
     `file_sha256` gives the golden set's and the reference's sha256 (keys `samples`, `reference`)
-    for a dry run on a robot that does not hold those files yet."""
+    for a dry run on a robot that does not hold those files yet. `resources` is the robot's
+    resource budget (edge_common.resources), checked while the gate's benchmark runs."""
+    from edge_common.resources import check_budget
     from engine_builder.device import probe as probe_device
     from engine_builder.fingerprint import fingerprint
 
@@ -161,6 +164,10 @@ def ensure(
     model_file = stored if os.path.isfile(stored) else (source if have_source else None)
     precision = resolve_precision(spec.get("precision") or "fp32", chosen, model_file)
     conf = gate.settings(spec.get("golden"), device.get("module_class"))
+    try:
+        conf["resources"] = check_budget(resources) or None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
     for key in ("samples", "reference"):
         conf[key] = _path(base, conf[key])
     out: Dict[str, Any] = {

@@ -7,6 +7,11 @@ broke is refused here, on the robot, by push and pull alike, with both accuracie
 Without labels, top-1 disagreement with the reference stands in (`max_top1_disagreement`, 0.01
 unless set; set, it applies to labelled sets too). compare.py's docstring has the details.
 
+Resources: tegrastats is sampled while the benchmark runs (edge_common.resources) and, with the
+robot's budget (`resources` in the settings, from the agent's config, never from the release),
+a breach refuses the engine like a missed latency target: "resource budget broken: power peak
+27.3 W > budget 25 W (over by 2.3 W)".
+
 One gate for every path: `ensure` runs it on a fresh build before the build is moved into the
 store, and on a cached engine whose gate record does not cover the spec it is asked for. Its
 result is kept beside the engine (store.GATE_RECORD), keyed by everything that changes the
@@ -37,11 +42,15 @@ DEFAULTS: Dict[str, Any] = {
     "iterations": 50,
     "warmup": 5,
 }
+# Set by the robot (ensure's `resources`), not by a release's golden section: the module class's
+# budget (edge_common.resources.BUDGETS). Part of the gate record's key like every setting.
+ROBOT_SETTINGS = {"resources": None}
+RESOURCE_INTERVAL_MS = 250  # tegrastats during the benchmark: short runs still get a few samples
 
 
 def settings(spec: Optional[Dict[str, Any]], module_class: Optional[str]) -> Dict[str, Any]:
     """The gate's settings from a model spec's `golden` section; p99 resolved for this module class."""
-    out = dict(DEFAULTS)
+    out = dict(DEFAULTS, **ROBOT_SETTINGS)
     unknown = set(spec or {}) - set(DEFAULTS)
     if unknown:
         raise UsageError(
@@ -92,6 +101,7 @@ def run(
 ) -> Dict[str, Any]:
     """Parity and latency of `artifact`; {passed, reason, compare, bench} and, with a labelled
     golden set, `accuracy` (compare.accuracy_summary: both accuracies). Never raises on a miss."""
+    from edge_common import resources
     from engine_builder.backends import get_backend
     from engine_builder.bench import apply_p99_gate, time_calls
     from engine_builder.compare import compare
@@ -130,13 +140,17 @@ def run(
                 }
             else:
                 feed = random_inputs(runner.input_specs(), batch=1)
-            timing = time_calls(
-                lambda: runner.infer(feed),
-                int(conf["warmup"]),
-                int(conf["iterations"]),
-                progress,
-                "gate benchmark",
-            )
+            with resources.Recording(RESOURCE_INTERVAL_MS) as recording:
+                timing = time_calls(
+                    lambda: runner.infer(feed),
+                    int(conf["warmup"]),
+                    int(conf["iterations"]),
+                    progress,
+                    "gate benchmark",
+                )
+                # the same load, untimed, until tegrastats has seen it (a fast engine's benchmark
+                # is over before the first sample)
+                recording.keep_busy(lambda: runner.infer(feed))
         bench = apply_p99_gate(dict(timing, method="runner", backend=backend), conf["p99_ms"])
         result["bench"] = bench
         if not bench["passed"]:
@@ -144,6 +158,9 @@ def run(
                 "latency: p99 %.4g ms exceeds the target %.4g ms"
                 % (bench["latency_ms"]["p99"], conf["p99_ms"])
             )
+        result["resources"] = recording.check(conf.get("resources"))
+        if not result["resources"]["passed"]:
+            reasons.append(resources.reason(result["resources"]))
     if reasons:
         result.update(passed=False, reason="; ".join(reasons))
     return result
@@ -159,6 +176,12 @@ def raise_if_failed(
                 "quantize the model again on representative calibration data (engine-builder "
                 "quantize MODEL --calibration DIR --eval-samples GOLDEN shows both accuracies), or "
                 "ship it at a higher precision; golden.max_accuracy_drop_points sets the limit"
+            )
+        elif (verdict.get("resources") or {}).get("passed") is False:
+            hint = (
+                "the engine's benchmark broke the robot's resource budget: ship a lighter model or "
+                "precision, pick another power mode, or change the module class's "
+                "release_resource_budget in group_vars"
             )
         else:
             hint = "fix the model or its golden set, or loosen the release's golden thresholds"

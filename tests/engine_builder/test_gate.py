@@ -12,11 +12,12 @@ import sys
 
 import pytest
 
-from edge_common import exitcodes
+from edge_common import exitcodes, resources
 from engine_builder import contract, gate, store
 from engine_builder.compare import gate as compare_gate
 from engine_builder.ensure import ensure
 from engine_builder.errors import GateFailed, ModelError, UsageError
+from tests import tegrastats_double
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DIGITS = os.path.join(REPO, "examples", "digits")
@@ -145,3 +146,25 @@ def test_a_corrupt_onnx_is_named_as_the_release_has_it_and_changes_nothing(root,
     assert err.value.details["stored_as"].startswith(os.path.join(root, ".onnx") + os.sep)
     assert sorted(os.listdir(os.path.join(root, "digits"))) == before
     assert store.current(root, "digits") == good["fingerprint"]
+
+
+def test_an_engine_whose_benchmark_breaks_the_robots_resource_budget_is_refused(root, tmp_path, monkeypatch):
+    """tegrastats (its test double, printing a recorded Orin Nano line at 12.479 W and 1435 MB free)
+    runs through the gate's benchmark; the robot's budget decides."""
+    monkeypatch.setattr(resources, "TEGRASTATS", tegrastats_double.write(tmp_path))
+    within = ensure(root, spec(), base=DIGITS, resources={"power_max_w": 15, "ram_headroom_min_mb": 1024})
+    checked = within["gate"]["resources"]
+    assert within["gate"]["passed"] and checked["passed"] and checked["samples"] >= 2
+    assert checked["power_peak_w"] == 12.479 and checked["ram_headroom_min_mb"] == 1435
+    assert checked["budget"] == {"power_max_w": 15.0, "ram_headroom_min_mb": 1024.0}
+
+    with pytest.raises(GateFailed) as err:
+        ensure(root, spec(), base=DIGITS, resources={"power_max_w": 10, "ram_headroom_min_mb": 2048})
+    assert err.value.exit_code == exitcodes.REFUSED
+    assert "power peak 12.479 W > budget 10 W (over by 2.479 W)" in err.value.message
+    assert "RAM headroom 1435 MB < budget 2048 MB (short by 613 MB)" in err.value.message
+    assert "release_resource_budget" in err.value.hint
+    assert store.current(root, "digits") == within["fingerprint"]
+
+    with pytest.raises(UsageError, match="unknown resource budget 'watts'"):
+        ensure(root, spec(), base=DIGITS, resources={"watts": 10})

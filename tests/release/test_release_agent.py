@@ -12,8 +12,10 @@ import pytest
 from conftest import FakeSystemd
 
 from edge_agent import tufclient
-from edge_agent.errors import AgentError, Refused, RolledBack
+from edge_agent.errors import AgentError, Refused, RolledBack, UsageError
+from edge_common import resources
 from edge_common.versions import version_key
+from tests import tegrastats_double
 
 
 def tree(path):
@@ -167,6 +169,36 @@ def test_failed_health_gate_rolls_back_on_the_robot(releases, make_agent, tmp_pa
     assert agent.current_tag() == "v1.0.0"
     assert agent.status()["bad"] == {"v2.0.0": info.value.details["health"]["reason"]}
     assert json.loads((tmp_path / "opt/shared/config/app.json").read_text()) == {"tag": "v1.0.0"}
+
+
+def test_a_release_that_breaks_the_robots_resource_budget_in_its_soak_rolls_back(
+    releases, make_agent, tmp_path, monkeypatch
+):
+    """tegrastats (its test double: a recorded Orin Nano line, 12.479 W on VDD_IN) runs through
+    the soak; v1.0.0 soaks under a 15 W budget, v2.0.0 under a 10 W one does not."""
+    monkeypatch.setattr(resources, "TEGRASTATS", tegrastats_double.write(tmp_path))
+    check = {"soak_seconds": 0.3, "interval_seconds": 0.1, "start_timeout_seconds": 0.3}
+    releases.publish("v1.0.0", health=check)
+    releases.publish("v2.0.0", health=check)
+    agent = make_agent(systemd=FakeSystemd(), resources={"power_max_w": 15, "tj_temp_max_c": 99})
+    agent.stage(str(releases.repo_dir), "v1.0.0")
+    soaked = agent.activate("v1.0.0")["health"]["service"]["resources"]
+    assert soaked["passed"] and soaked["samples"] >= 2 and soaked["power_peak_w"] == 12.479
+    assert soaked["tj_temp_peak_c"] == 53.968 and soaked["trace"][0]["power_w"] == 12.479
+
+    agent = make_agent(systemd=FakeSystemd(), resources={"power_max_w": 10})
+    agent.stage(str(releases.repo_dir), "v2.0.0")
+    with pytest.raises(RolledBack) as info:
+        agent.activate("v2.0.0")
+    reason = info.value.details["health"]["reason"]
+    assert reason == (
+        "resource budget broken: power peak 12.479 W > budget 10 W (over by 2.479 W) during the soak window"
+    )
+    assert info.value.details["health"]["service"]["resources"]["breaches"][0]["by"] == 2.479
+    assert agent.current_tag() == "v1.0.0" and agent.status()["bad"] == {"v2.0.0": reason}
+
+    with pytest.raises(UsageError, match="unknown resource budget 'watts'"):
+        make_agent(resources={"watts": 10})
 
 
 def test_on_failure_rolls_back_a_crash_loop(releases, make_agent):

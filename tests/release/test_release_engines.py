@@ -126,12 +126,22 @@ def test_reference_keeps_what_the_report_needs():
                 "built": True,
                 "gate": {
                     "passed": True,
-                    "bench": {"latency_ms": {"p99": 0.1}, "p99_target_ms": 50.0},
+                    "bench": {"latency_ms": {"p50": 0.05, "p99": 0.1}, "p99_target_ms": 50.0},
                     "compare": {"outputs": {"out": {"candidate_accuracy": 0.98}}},
+                    "resources": {"passed": True, "power_peak_w": 12.5, "breaches": []},
                 },
+                "device": {"module_class": "orin_nx"},
             }
         )
     )
     ref = engines.reference(envelope, model())
-    assert ref["gate"] == {"passed": True, "p99_ms": 0.1, "p99_target_ms": 50.0, "accuracy": 0.98}
+    assert ref["gate"] == {
+        "passed": True,
+        "p99_ms": 0.1,
+        "p99_target_ms": 50.0,
+        "latency_ms": {"p50": 0.05, "p99": 0.1},  # the report's latency per module class
+        "accuracy": 0.98,
+        "resources": {"passed": True, "power_peak_w": 12.5, "breaches": []},  # and its resource table
+    }
+    assert ref["module_class"] == "orin_nx"
     assert ref["onnx"] == "models/digits_int8_qdq.onnx" and ref["built"] is True

@@ -8,7 +8,12 @@ file. The line format differs between L4T releases (R32: `GR3D_FREQ 0%`,
 each field is parsed on its own and a missing field is simply left out, in the
 spirit of jetson_stats' tegra_parse. Standard library only: the robots run
 Python 3.8 (JetPack 5) or 3.10 (JetPack 6).
+
+The one tegrastats parser: the Python packages import this file as edge_common.tegrastats (a
+symlink to it), whose resource gate (edge_common.resources) reads the same metrics.
 """
+
+from __future__ import annotations
 
 import argparse
 import os

@@ -1,0 +1,1 @@
+../roles/base/files/usr/local/lib/edge-deploy/tegrastats_exporter.py
