@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,38 @@ def test_the_demo_page_links_every_step_to_its_rollout_page_and_timeline(tmp_pat
     for number in (2, 3):
         assert 'href="step-%d/20261203T120000Z/report.html"' % number in dom
     assert "no rollout report (failed)" in dom
+
+
+GATES = Path(__file__).parent / "data" / "rollout_gates.json"
+
+
+def test_the_rollout_page_shows_latency_per_module_class_and_what_tegrastats_saw(tmp_path):
+    """A real report.json of a canary rollout on a simulated Orin NX (tests/fleet/test_pipeline_fleet,
+    recorded): its engine gates' latency against the class's target, the resource table with the
+    verdict of the group's budget, the thermal, power and memory traces; then the same report with
+    a budget it breaks, whose row says by how much."""
+    from edge_common import resources
+
+    recorded = json.loads(GATES.read_text())
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(recorded))
+    rollout_report.render(path)
+    dom = rendered(tmp_path / "report.html")
+    assert pictures(dom) == (3, 3)  # the timeline, latency per module class, the resource traces
+    series = rollout_report.latency_series(recorded)
+    entries = [entry for engine in series.values() for entry in engine]
+    assert entries and all(e["module_class"] == "orin_nx" and e["target_ms"] for e in entries), series
+    rows = rollout_report.resource_rows(recorded)
+    assert {row[2] for row in rows} >= {"health soak"} | {"%s benchmark" % engine for engine in series}
+    for row in rows:
+        assert row[-1] == "within budget", row
+        assert "<td>%s</td><td>orin_nx</td><td>%s</td>" % (row[0], row[2]) in dom
+
+    robot = next(iter(recorded["robots"].values()))
+    robot["resources"] = resources.verdict(robot["resources"], {"power_max_w": 1.5})
+    path.write_text(json.dumps(recorded))
+    rollout_report.render(path)
+    dom = rendered(tmp_path / "report.html")
+    peak = robot["resources"]["power_peak_w"]
+    said = "power peak %g W &gt; budget 1.5 W (over by %g W)" % (peak, round(peak - 1.5, 3))
+    assert '<tr class="failed">' in dom and said in dom, dom[-2000:]
