@@ -6,8 +6,9 @@
    model file (the built artifact); the goal is at most 3 % on p50 latency. A second, identical
    bare session gives the noise floor of the machine (A/A).
 2. INT8 (Q/DQ) vs FP32 latency and accuracy on the digits example (committed models, golden
-   test split), and latency on a larger MobileNet-like CNN at 224x224 with random weights
-   (speed only: its accuracy means nothing).
+   test split); and the example detector (examples/detection: YOLOv5s-sized at 640x640, random
+   weights): ONNX and INT8 sizes, quantization time, latency, INT8-FP32 output agreement (its
+   accuracy means nothing), beside the mission's Jetson targets per module class.
 Writes engine_builder_bench.json and engine_builder_bench.png under --out and prints a table.
 Measurements alternate between the variants in rounds, so drift of the machine hits both.
 """
@@ -15,6 +16,7 @@ Measurements alternate between the variants in rounds, so drift of the machine h
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -28,13 +30,21 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from engine_builder.backends.ort_backend import OnnxRuntimeRunner  # noqa: E402  after sys.path
+from engine_builder.backends.ort_backend import (  # noqa: E402  after sys.path
+    OnnxRuntimeRunner,
+    int8_kernels_saturate,
+)
 from engine_builder.build import build  # noqa: E402  after sys.path
 from engine_builder.options import BuildOptions  # noqa: E402  after sys.path
 from engine_builder.quantize import quantize  # noqa: E402  after sys.path
 from engine_builder.stats import percentile, summarize_ms  # noqa: E402  after sys.path
 
 DIGITS = os.path.join(REPO, "examples", "digits")
+_spec = importlib.util.spec_from_file_location(
+    "detector", os.path.join(REPO, "examples", "detection", "detector.py")
+)
+detector = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(detector)
 OVERHEAD_GOAL = 0.03
 
 
@@ -87,61 +97,6 @@ def interleaved(variants: Dict[str, Callable[[], Any]], rounds: int, iterations:
     return out
 
 
-# --------------------------------------------------------------------------- MobileNet-like model
-def mobilenet_like(path: str, seed: int = 0) -> str:
-    """MobileNet-v1-shaped CNN (depthwise separable convs, 224x224, 1000 classes), random weights."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(seed)
-    nodes, inits = [], []
-    state = {"n": 0}
-
-    def conv(x, cin, cout, k, stride, group=1):
-        state["n"] += 1
-        i = state["n"]
-        fan_in = (cin // group) * k * k
-        w = (rng.standard_normal((cout, cin // group, k, k)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, "w%d" % i))
-        inits.append(numpy_helper.from_array(np.zeros(cout, np.float32), "b%d" % i))
-        pad = k // 2
-        nodes.append(
-            helper.make_node(
-                "Conv", [x, "w%d" % i, "b%d" % i], ["c%d" % i], strides=[stride, stride],
-                pads=[pad] * 4, group=group, name="conv%d" % i,
-            )
-        )  # fmt: skip
-        nodes.append(helper.make_node("Relu", ["c%d" % i], ["r%d" % i], name="relu%d" % i))
-        return "r%d" % i
-
-    x = conv("input", 3, 32, 3, 2)
-    cfg = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
-    cfg += [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
-    for cin, cout, stride in cfg:
-        x = conv(x, cin, cin, 3, stride, group=cin)  # depthwise
-        x = conv(x, cin, cout, 1, 1)  # pointwise
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], axis=1, name="flatten"))
-    fc = (rng.standard_normal((1000, 1024)) * np.sqrt(1.0 / 1024)).astype(np.float32)
-    inits += [
-        numpy_helper.from_array(fc, "fc_w"),
-        numpy_helper.from_array(np.zeros(1000, np.float32), "fc_b"),
-    ]
-    nodes.append(helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], transB=1, name="fc"))
-    graph = helper.make_graph(
-        nodes,
-        "mobilenet_like",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 224, 224])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1000])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
-
-
 # --------------------------------------------------------------------------- sections
 def overhead_section(work: str, quick: bool) -> List[Dict[str, Any]]:
     """Backend runner vs a bare onnxruntime session, both on the built artifact."""
@@ -149,12 +104,13 @@ def overhead_section(work: str, quick: bool) -> List[Dict[str, Any]]:
 
     rows = []
     cases = [
-        ("digits", os.path.join(DIGITS, "digits_fp32.onnx"), (1, 1, 8, 8), 300 if quick else 3000),
-        ("mobilenet-like", os.path.join(work, "mobilenet_like.onnx"), (1, 3, 224, 224), 5 if quick else 30),
-    ]
-    for name, model, shape, iters in cases:
+        ("digits", os.path.join(DIGITS, "digits_fp32.onnx"), "input", (1, 1, 8, 8), 300 if quick else 3000),
+        ("detector-640", os.path.join(work, "detector_fp32.onnx"), detector.INPUT, (1, 3, 640, 640),
+         2 if quick else 8),
+    ]  # fmt: skip
+    for name, model, input_name, shape, iters in cases:
         built = build(model, "onnxruntime", BuildOptions(), output=os.path.join(work, name + ".ort.onnx"))
-        feed = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+        feed = {input_name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
         artifact = built["artifact_path"]
         bare = ort.InferenceSession(artifact, providers=["CPUExecutionProvider"])
         # a second bare session: the gap between two identical sessions is the noise floor
@@ -226,21 +182,41 @@ def digits_section(work: str, quick: bool) -> List[Dict[str, Any]]:
     return rows
 
 
-def mobilenet_section(work: str, quick: bool) -> List[Dict[str, Any]]:
-    fp32 = os.path.join(work, "mobilenet_like.onnx")
-    calib = os.path.join(work, "calib")
-    os.makedirs(calib, exist_ok=True)
-    rng = np.random.default_rng(1)
-    for i in range(4):
-        np.save(os.path.join(calib, "c%d.npy" % i), rng.standard_normal((2, 3, 224, 224)).astype(np.float32))
-    int8 = os.path.join(work, "mobilenet_like.qdq.onnx")
+def detection_section(work: str, quick: bool) -> List[Dict[str, Any]]:
+    """The example detector (examples/detection: YOLOv5s-sized, 640x640, random weights): file
+    sizes, quantization time, batch-1 latency on this CPU, INT8-FP32 output agreement (accuracy
+    is not measurable on random weights). The mission's Jetson targets go beside, never compared."""
+    fp32 = os.path.join(work, "detector_fp32.onnx")  # built by main()
+    calib, _ = detector.write_calibration(os.path.join(work, "detector-calibration"), count=8)
+    int8 = os.path.join(work, "detector_int8_qdq.onnx")
+    t0 = time.monotonic()
     quantize(fp32, int8, calibration=calib)
-    runners = _built_runners(work, "mobilenet", {"fp32": fp32, "int8": int8})
-    x = {"input": rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
-    b1 = interleaved({p: (lambda r=r: r.infer(x)) for p, r in runners.items()}, 6, 3 if quick else 25)
+    quantize_s = time.monotonic() - t0
+    runners = _built_runners(work, "detector", {"fp32": fp32, "int8": int8})
+    frames = detector.random_frames(2, 5)
+    x = {detector.INPUT: frames[:1]}
+    b1 = interleaved({p: (lambda r=r: r.infer(x)) for p, r in runners.items()}, 4, 2 if quick else 10)
+    outputs = {p: np.concatenate([r.infer({detector.INPUT: f[None]})[detector.OUTPUT] for f in frames])
+               for p, r in runners.items()}  # fmt: skip
+    a, b = (outputs[p].reshape(len(frames), -1).astype(np.float64) for p in ("fp32", "int8"))
+    cosine = float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
     for runner in runners.values():
         runner.deactivate()
-    return [{"model": "mobilenet-like 224x224", "precision": p, "batch1": b1[p]} for p in runners]
+    rows = []
+    for precision, path in (("fp32", fp32), ("int8", int8)):
+        row = {
+            "model": "detector 640x640",
+            "precision": precision,
+            "batch1": b1[precision],
+            "onnx_bytes": os.path.getsize(path),
+            "jetson_p99_targets_ms": detector.JETSON_TARGETS_MS,
+        }
+        if precision == "int8":
+            row.update(quantize_seconds=round(quantize_s, 1), cosine_vs_fp32=cosine,
+                       int8_kernels="unfused (this CPU's fused kernels saturate)"
+                       if int8_kernels_saturate() else "fused")  # fmt: skip
+        rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------------- output
@@ -266,7 +242,7 @@ def print_table(report: Dict[str, Any]) -> None:
         "%-24s %-6s %10s %12s %12s %14s"
         % ("model", "prec", "accuracy", "b1 p50 ms", "b1 p99 ms", "b64 p50 ms")
     )
-    for r in report["digits"] + report["mobilenet"]:
+    for r in report["digits"] + report["detection"]:
         print(
             "%-24s %-6s %10s %12.4f %12.4f %14s"
             % (
@@ -278,6 +254,18 @@ def print_table(report: Dict[str, Any]) -> None:
                 "%.4f" % r["batch64"]["p50_ms"] if "batch64" in r else "-",
             )
         )
+    fp32, int8 = report["detection"]
+    print(
+        "\ndetector 640x640 (random weights): ONNX %d B FP32, %d B INT8 (%.1fx smaller), quantized in "
+        "%.1f s on 8 frames; INT8-FP32 cosine %.6f (accuracy not measurable); INT8 kernels %s"
+        % (fp32["onnx_bytes"], int8["onnx_bytes"], fp32["onnx_bytes"] / int8["onnx_bytes"],
+           int8["quantize_seconds"], int8["cosine_vs_fp32"], int8["int8_kernels"])
+    )  # fmt: skip
+    print(
+        "this CPU: p50 %.1f ms FP32, %.1f ms INT8; the mission's Jetson p99 targets (TensorRT, not "
+        "comparable): %s" % (fp32["batch1"]["p50_ms"], int8["batch1"]["p50_ms"],
+                             ", ".join("%s %s ms" % kv for kv in fp32["jetson_p99_targets_ms"].items()))
+    )  # fmt: skip
 
 
 def plot(report: Dict[str, Any], path: str) -> None:
@@ -300,7 +288,7 @@ def plot(report: Dict[str, Any], path: str) -> None:
     axes[0].legend()
     for ax, rows, title in (
         (axes[1], report["digits"], "digits (batch 1)"),
-        (axes[2], report["mobilenet"], "MobileNet-like 224x224 (batch 1)"),
+        (axes[2], report["detection"], "detector 640x640, random weights (batch 1)"),
     ):
         names = [r["precision"].upper() for r in rows]
         bars = ax.bar(names, [r["batch1"]["p50_ms"] for r in rows], color=["tab:gray", "tab:green"])
@@ -332,7 +320,6 @@ def main() -> int:
     started = time.monotonic()
     os.makedirs(args.out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="eb-bench-") as work:
-        mobilenet_like(os.path.join(work, "mobilenet_like.onnx"))
         report: Dict[str, Any] = {
             "cpu": cpu_label(),
             "onnxruntime": onnxruntime.__version__,
@@ -342,9 +329,10 @@ def main() -> int:
             report["cpu"],
             report["onnxruntime"],
         )
+        detector.build_model(os.path.join(work, "detector_fp32.onnx"))
         report["overhead"] = overhead_section(work, args.quick)
         report["digits"] = digits_section(work, args.quick)
-        report["mobilenet"] = mobilenet_section(work, args.quick)
+        report["detection"] = detection_section(work, args.quick)
     report["seconds"] = round(time.monotonic() - started, 1)
     with open(os.path.join(args.out, "engine_builder_bench.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2, sort_keys=True)

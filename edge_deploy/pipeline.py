@@ -31,6 +31,8 @@ from edge_deploy.release import bundle
 
 STEPS = ("export", "check", "quantize", "accuracy", "build", "sign", "deploy")
 DEFAULT_MAX_DROP_POINTS = 1.0
+# What the accuracy gate checks where the golden set has no labels: INT8 outputs against FP32.
+AGREEMENT_THRESHOLDS = ("min_cosine", "max_abs_error", "max_top1_disagreement")
 
 
 class PipelineError(Exception):
@@ -129,27 +131,43 @@ class Pipeline:
         release's golden set on the way: the inputs, labels and FP32 outputs (the reference)."""
         from engine_builder import gate
 
-        golden = self._golden_set(fp32)
+        golden, labelled = self._golden_set(fp32)
         thresholds = dict(self._model_spec("accuracy").get("golden") or {})
+        if not labelled and not any(thresholds.get(k) is not None for k in AGREEMENT_THRESHOLDS):
+            raise PipelineError(
+                "accuracy",
+                "the golden set %s has no `labels` array, so accuracy cannot be measured: save the "
+                "inputs with their labels (numpy.savez(path, input=..., labels=...)), or, for a model "
+                "whose accuracy this set cannot tell (a detector), set the release's golden %s for it"
+                % (self.golden, " or ".join(AGREEMENT_THRESHOLDS)),
+            )
         thresholds.update(samples=golden, reference=None, benchmark=False, p99_ms=None,
                           max_accuracy_drop_points=self.max_drop_points)  # fmt: skip
         verdict = gate.run(int8, "onnxruntime", gate.settings(thresholds, None))
         measured = verdict.get("accuracy")
-        if not measured:
-            raise PipelineError(
-                "accuracy",
-                "the golden set %s has no `labels` array, so accuracy cannot be measured: save the "
-                "inputs with their labels (numpy.savez(path, input=..., labels=...))" % self.golden,
-            )
+        outputs = verdict["compare"]["outputs"].values()
         figures = {
-            "fp32_accuracy": measured["reference_accuracy"],
-            "int8_accuracy": measured["candidate_accuracy"],
-            "drop_points": measured["drop_points"],
-            "max_drop_points": self.max_drop_points,
-            "samples": measured["samples"],
+            "samples": verdict["compare"].get("samples"),
             "gate": verdict["compare"]["gate"],
             "golden": golden,
         }
+        if measured:
+            figures.update(
+                fp32_accuracy=measured["reference_accuracy"],
+                int8_accuracy=measured["candidate_accuracy"],
+                drop_points=measured["drop_points"],
+                max_drop_points=self.max_drop_points,
+                samples=measured["samples"],
+            )
+        else:  # no labels: no accuracy to report, INT8's outputs held to FP32's by the thresholds
+            figures.update(
+                fp32_accuracy=None,
+                int8_accuracy=None,
+                drop_points=None,
+                accuracy="not measurable: the golden set has no labels",
+                cosine_min=min(o["cosine_min"] for o in outputs),
+                max_abs_error=max(o["max_abs_error"] for o in outputs),
+            )
         if not verdict["passed"]:
             raise PipelineError(
                 "accuracy",
@@ -181,11 +199,13 @@ class Pipeline:
         samples = load_samples(self.golden, model_inputs(fp32))
         expected = reference_outputs(fp32, samples["inputs"])
         path = self.work / ("%s_golden.npz" % self.model_name)
-        arrays = dict(samples["inputs"], **{LABELS_KEY: samples["labels"]})
+        arrays = dict(samples["inputs"])
+        if samples.get("labels") is not None:
+            arrays[LABELS_KEY] = samples["labels"]
         arrays.update({EXPECTED_PREFIX + name: value for name, value in expected.items()})
         with open(path, "wb") as handle:
             np.savez_compressed(handle, **arrays)
-        return str(path)
+        return str(path), samples.get("labels") is not None
 
     def build(self, int8: str, golden: str) -> Dict[str, Any]:
         data = bundle.load_source_manifest(Path(self.source))
@@ -251,6 +271,7 @@ class Pipeline:
                 "the rollout of %s to %s failed: %s" % (
                     self.tag, limit, "; ".join("%s %s" % (n, r.get("error") or r.get("status"))
                                                for n, r in failed.items()) or result.status),
+                outcome,  # the rollout's report: the page links it, failed or not
             )  # fmt: skip
         return outcome
 
@@ -308,7 +329,6 @@ def write_html(report: Dict[str, Any], out: Path) -> Path:
     from edge_deploy import html
 
     steps = report["steps"]
-    done = {step["step"]: step for step in steps if step["status"] == "ok"}
     failed = report.get("failed_step")
     sections = [
         '<p>%s %s: <span class="%s">%s</span> in %.1f s. %s</p>'
@@ -334,7 +354,7 @@ def write_html(report: Dict[str, Any], out: Path) -> Path:
     plt = html.pyplot()
     pictures = 0
     measured = next((step for step in steps if step["step"] == "accuracy"), {})
-    if plt and "int8_accuracy" in measured:
+    if plt and measured.get("int8_accuracy") is not None:
         fig, ax = plt.subplots(figsize=(5, 3))
         values = [100 * measured["fp32_accuracy"], 100 * measured["int8_accuracy"]]
         ax.bar(["FP32", "INT8"], values, color=["#3a7ca5", "#4c9f70" if failed != "accuracy" else "#d1495b"])
@@ -362,7 +382,7 @@ def write_html(report: Dict[str, Any], out: Path) -> Path:
         plt.close(fig)
         sections += ["<h2>Where the time went</h2>", html.picture("steps.png", "seconds per step")]
         pictures += 1
-    deploy = done.get("deploy")
+    deploy = next((s for s in steps if s["step"] == "deploy" and s.get("robots") is not None), None)
     if deploy and deploy.get("report"):
         folder = Path(deploy["report"]).parent
         rel = folder.relative_to(out) if folder.is_relative_to(out) else folder
@@ -376,9 +396,14 @@ def write_html(report: Dict[str, Any], out: Path) -> Path:
             )
         )  # fmt: skip
         sections.append("<p>%s</p>" % html.link(str(rel / "report.html"), "the rollout's own report"))
-        if (folder / "timeline.png").is_file():
-            sections.append(html.picture(str(rel / "timeline.png"), "the rollout's timeline"))
-            pictures += 1
+        for name, caption in (
+            ("timeline.png", "the rollout's timeline"),
+            ("latency.png", "the engine gate's latency on each robot against its module class's target"),
+            ("resources.png", "thermal, power and memory through the gates (tegrastats)"),
+        ):
+            if (folder / name).is_file():
+                sections.append(html.picture(str(rel / name), caption))
+                pictures += 1
     return html.write_page(out / "pipeline.html", "Pipeline %s" % report["tag"], sections, pictures)
 
 
@@ -490,6 +515,9 @@ def figures(step: str, entry: Dict[str, Any]) -> str:
             found.get("nodes"),
             found.get("parameters"),
         )
+    if step == "accuracy" and entry.get("fp32_accuracy") is None:
+        return "accuracy %s; INT8 against FP32: cosine >= %.6f, max abs error %.4g" % (
+            entry["accuracy"].split(": ", 1)[0], entry["cosine_min"], entry["max_abs_error"])  # fmt: skip
     if step == "accuracy":
         return "FP32 %.2f %%, INT8 %.2f %%: %.2f points lost (at most %.2f)" % (
             100 * entry["fp32_accuracy"], 100 * entry["int8_accuracy"], entry["drop_points"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from edge_deploy.release.repo import KEY_ENV, ReleaseRepository
 from edge_deploy.sim import Fleet
 from tests import digits
 from tests.browser import CHROMIUM, pictures, rendered
+from tests.detection import detector
 from tests.repo import REPO
 
 from .conftest import FleetRun
@@ -171,11 +173,25 @@ def test_a_model_commit_goes_through_every_gate_to_the_canary_only(ci, model_com
     assert work / report["html"] == page  # paths as the job gave them: below its working directory
     rollout_page = (work / deploy["report"]).with_name("report.html")
     assert rollout_page.is_file() and rollout_page.with_name("timeline.png").is_file()
+    # tegrastats through the engine gate's benchmark and the health soak, within the group's budget
+    rollout = json.loads((work / deploy["report"]).read_text())["robots"][CANARY]
+    engine = rollout["stage"]["engines"]["digits"]
+    assert engine["module_class"] == "orin_nx" and engine["gate"]["latency_ms"]["p99"] > 0, engine
+    budget = yaml.safe_load((REPO / "edge_deploy/simdata/group_vars/orin_nx_robots.yml").read_text())
+    for window in (engine["gate"]["resources"], rollout["resources"]):
+        assert window["passed"] and window["samples"] >= 1 and window["breaches"] == [], window
+        assert window["budget"] == {k: float(v) for k, v in budget["release_resource_budget"].items()}
+        assert window["power_peak_w"] > 0 and window["tj_temp_peak_c"] > 0 and window["trace"], window
+        assert window["unchecked"] == ["throttle_events_max"]  # no soctherm counters in a simulator
+    for picture in ("latency.png", "resources.png"):
+        assert rollout_page.with_name(picture).is_file(), picture
     if CHROMIUM:
         dom = rendered(page)
-        assert pictures(dom) == (3, 3), dom[:500]  # accuracy, time per step, the rollout's timeline
+        assert pictures(dom) == (5, 5), dom[:500]  # accuracy, time per step, the rollout's three
         assert "Rollout to %s" % CANARY in dom and "<td>deploy</td>" in dom
-        assert pictures(rendered(rollout_page)) == (1, 1)
+        rollout_dom = rendered(rollout_page)
+        assert pictures(rollout_dom) == (3, 3)  # timeline, latency per module class, resource traces
+        assert "<td>health soak</td>" in rollout_dom and "<td>within budget</td>" in rollout_dom
     timings = ", ".join("%s %.1f s" % (name, step["seconds"]) for name, step in steps.items())
     print("pipeline v1.2.0 (model commit to canary) in %.1f s: %s" % (report["seconds"], timings))
 
@@ -199,3 +215,93 @@ def test_the_root_key_never_signs_in_ci(ci, model_commit):
     assert "the root key is within reach of this CI job (keys/root.pem)" in report["error"], report
     assert "v1.3.0" not in ReleaseRepository(str(repository.repo), str(keys)).releases()["edge-app"]
     shutil.rmtree(keys)
+
+
+def test_a_release_that_breaks_the_canarys_resource_budget_is_refused_and_says_by_how_much(ci, model_commit):
+    """A 5 W budget (below what a simulated Orin NX draws in 25W mode at rest): the canary's engine
+    gate refuses the model commit's release at staging, the report names the budget and the
+    distance, and the canary keeps running the release it had."""
+    fleet, _, work, env = ci
+    # a host variable: it overrides the module class's group_vars, as a site's own setting would
+    tight = fleet.fleet.inventory_dir / "tight-budget.yml"
+    tight.write_text(
+        yaml.safe_dump({"all": {"hosts": {CANARY: {"release_resource_budget": {"power_max_w": 5}}}}})
+    )
+    try:
+        retrained(DIGITS / "digits_fp32.onnx", work / "models" / "digits_fp32.onnx", 1.03)
+        proc = subprocess.run(["bash", "-c", template_command(4)], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=1200)  # fmt: skip
+    finally:
+        tight.unlink()
+    assert proc.returncode == 3, proc.stdout[-3000:]
+    report = json.loads((work / "reports" / "pipeline" / "pipeline.json").read_text())
+    assert report["status"] == "failed" and report["failed_step"] == "deploy", report
+    deploy = next(step for step in report["steps"] if step["step"] == "deploy")
+    rollout = json.loads((work / deploy["report"]).read_text())["robots"][CANARY]
+    assert rollout["status"] == "failed", rollout
+    said = re.search(r"resource budget broken: power peak ([0-9.]+) W > budget 5 W \(over by ([0-9.]+) W\)",
+                     rollout["error"])  # fmt: skip
+    assert said, rollout["error"]
+    assert float(said.group(1)) - 5 == pytest.approx(float(said.group(2)), abs=0.01)
+    assert "release_resource_budget" in rollout["error"], rollout["error"]
+    now = agent_status(fleet, CANARY)
+    assert now["current"] == "v1.2.0" and now["service"]["ActiveState"] == "active", now
+
+
+def test_a_detection_sized_model_reaches_the_canary_with_its_figures(ci, model_commit):
+    """The example detector (YOLOv5s-sized, 640x640, random weights: size and speed only) as a
+    second model of the fleet's release: quantized, gated on INT8-FP32 agreement (its accuracy is
+    not measurable), signed and deployed to the canary, whose engine gate benchmarks it. Its
+    latency here is this machine's CPU shared by two simulated robots, never a Jetson's."""
+    _, repository, work, env = ci
+    models = work / "models"
+    detector.build_model(str(models / "detector_fp32.onnx"))
+    detector.write_calibration(str(models / "detector-calibration"), count=8)
+    detector.write_golden(str(models / "detector-golden.npz"), count=2)
+    manifest = bundle.load_source_manifest(work / "app")
+    manifest["models"].append(
+        {
+            "name": "detector",
+            "onnx": "models/detector_int8_qdq.onnx",
+            "precision": "int8",
+            "backends": ["tensorrt", "onnxruntime"],
+            # random weights: top-1 means nothing, the outputs must agree; the robots share this
+            # machine's cores, so the mission's Jetson targets (p99 30/15/10 ms) are not asked here
+            "golden": {"min_cosine": 0.99, "max_top1_disagreement": 1.0, "iterations": 10, "warmup": 2,
+                       "p99_ms": 60000},
+        }
+    )  # fmt: skip
+    (work / "app" / "release.json").write_text(json.dumps(manifest, indent=2))
+    argv = ["pipeline", "--model", "models/detector_fp32.onnx",
+            "--calibration", "models/detector-calibration", "--golden", "models/detector-golden.npz",
+            "--release-source", "app", "--model-name", "detector", "--tag", "v1.5.0",
+            "--repo", str(repository.repo), "-i", "inventory", "-l", "orin_nx_robots",
+            "--out", "reports/detector"]  # fmt: skip
+    proc = subprocess.run([str(Path(sys.executable).parent / "edge-deploy"), *argv], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=1800)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    report = json.loads((work / "reports" / "detector" / "pipeline.json").read_text())
+    steps = {step["step"]: step for step in report["steps"]}
+    accuracy = steps["accuracy"]
+    assert accuracy["accuracy"] == "not measurable: the golden set has no labels", accuracy
+    assert accuracy["cosine_min"] >= 0.99 and accuracy["samples"] == 2, accuracy
+    fp32_bytes, int8_bytes = steps["export"]["bytes"], steps["quantize"]["bytes"]
+    assert 24e6 < fp32_bytes < 36e6 and int8_bytes < fp32_bytes / 3, (fp32_bytes, int8_bytes)
+    rollout = json.loads((work / steps["deploy"]["report"]).read_text())["robots"][CANARY]
+    assert rollout["status"] == "ok" and rollout["release_after"] == "v1.5.0", rollout
+    assert rollout["engines"] == {"detector": "built", "digits": "hit"}, rollout["engines"]
+    gate = rollout["stage"]["engines"]["detector"]["gate"]
+    assert gate["passed"] and gate["latency_ms"]["p50"] > 0 and gate["resources"]["passed"], gate
+    golden_bytes = (
+        (Path(repository.repo) / "targets/edge-app/v1.5.0/models/detector_golden.npz").stat().st_size
+    )
+    staged = rollout["bytes_staged"]
+    assert int8_bytes + golden_bytes <= staged < int8_bytes + golden_bytes + 200_000, staged
+    print(
+        "detector 640x640 (simulated robot, this CPU): ONNX FP32 %d B, INT8 %d B; INT8 vs FP32 cosine %.6f "
+        "(accuracy not measurable); quantize %.1f s; robot gate latency p50 %.1f ms p99 %.1f ms; "
+        "staged %d B (model %d B, golden set %d B); pipeline %.1f s"
+        % (fp32_bytes, int8_bytes, accuracy["cosine_min"], steps["quantize"]["seconds"],
+           gate["latency_ms"]["p50"], gate["latency_ms"]["p99"], staged, int8_bytes, golden_bytes,
+           report["seconds"])
+    )  # fmt: skip

@@ -103,6 +103,56 @@ def test_a_model_that_loses_accuracy_in_int8_stops_at_the_gate_and_nothing_is_si
     assert [s["step"] for s in saved["steps"] if s["status"] == "ok"] == ["export", "check", "quantize"]
 
 
+def test_an_unlabelled_golden_set_gates_on_output_agreement_and_says_accuracy_is_not_measurable(world):
+    """A detector's golden frames carry no labels: accuracy is not measurable, and INT8 is held to
+    the release's output-agreement thresholds against FP32 (the sample app's max_abs_error)."""
+    tmp, repo, _, labelled = world
+    unlabelled = tmp / "unlabelled.npz"
+    np.savez(unlabelled, input=np.load(labelled)["input"][:50])
+    run = pipeline(world)
+    run.golden = str(unlabelled)
+    report = run.run()
+    accuracy = report["steps"][3]
+    assert report["status"] == "ok" and accuracy["accuracy"] == "not measurable: the golden set has no labels"
+    assert accuracy["fp32_accuracy"] is None and accuracy["samples"] == 50
+    assert (
+        0.9 < accuracy["cosine_min"] <= 1.0 and accuracy["max_abs_error"] <= accuracy["gate"]["max_abs_error"]
+    )
+    shipped = np.load(Path(repo.repo) / "targets/edge-app/v9.0.0/models/digits_golden.npz")
+    assert "labels" not in shipped.files and "expected.output" in shipped.files
+
+    # a release that sets no agreement threshold for the model: nothing would be checked, so no
+    from edge_deploy.release import bundle
+
+    models = bundle.load_source_manifest(SOURCE)["models"]
+    for model in models:
+        model["golden"] = {"p99_ms": model["golden"].get("p99_ms")}
+    source = bundle.variant(str(SOURCE), str(tmp / "no-thresholds"), None, models=models)
+    run = pipeline(world, tag="v9.1.0")
+    run.golden, run.source = str(unlabelled), str(source)
+    with pytest.raises(PipelineError, match=r"has no `labels` array.*set the release's golden min_cosine or "
+                                            r"max_abs_error or max_top1_disagreement"):  # fmt: skip
+        run.run()
+    assert repo.releases()["edge-app"] == ["v9.0.0"]
+
+
+def test_the_example_detector_is_yolov5s_sized_at_640(tmp_path):
+    """examples/detection: random weights, the layout and size of a YOLOv5s export."""
+    onnx = pytest.importorskip("onnx")
+    import onnxruntime
+
+    from tests.detection import detector
+
+    path = detector.build_model(str(tmp_path / "detector_fp32.onnx"))
+    model = onnx.load(path)
+    parameters = sum(int(np.prod(init.dims)) for init in model.graph.initializer if len(init.dims) > 1)
+    assert 6_000_000 < parameters < 9_000_000, parameters
+    assert 24e6 < Path(path).stat().st_size < 36e6
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"images": detector.random_frames(1, 0)})
+    assert out.shape == (1, 25200, 85) and out.min() >= 0.0 and out.max() <= 1.0
+
+
 def test_a_corrupt_onnx_file_stops_at_the_check(world):
     tmp, repo, _, _ = world
     corrupt = tmp / "corrupt.onnx"
