@@ -143,20 +143,28 @@ def test_push_v1_converges_hardened_and_idempotent(fleet, releases):
 
 def test_converge_puts_back_what_drifted_on_the_robot(fleet, releases):
     """The role's probe skips what is in place: what drifted must still be found and put back."""
-    watched = ("/etc/systemd/system/edge-app-rollback.service /etc/edge-agent/edge-app.json "
-               "/var/lib/edge-agent/edge-app/incoming/metadata/timestamp.json /opt/edge-agent/edge-agent.pyz")
+    watched = (
+        "/etc/systemd/system/edge-app-rollback.service /etc/edge-agent/edge-app.json "
+        "/var/lib/edge-agent/edge-app/incoming/metadata/timestamp.json /opt/edge-agent/edge-agent.pyz"
+    )
     sums = "sha256sum %s" % watched
     before = sh(fleet, ROBOT, sums).stdout
     app_pid = status(fleet)["service"]["MainPID"]
-    drift = sh(fleet, ROBOT, " && ".join([
-        "chmod 0777 /opt/edge-app/shared/data",
-        "echo '# edited by hand' >> /etc/systemd/system/edge-app-rollback.service",
-        "echo '{}' > /etc/edge-agent/edge-app.json",
-        "echo 'not json' > /var/lib/edge-agent/edge-app/incoming/metadata/timestamp.json",
-        "echo 'print(1)' > /opt/edge-agent/edge-agent.pyz",
-        "systemctl disable --now edge-app-recover.timer",
-        "gpasswd -d edge-app video",
-    ]))
+    drift = sh(
+        fleet,
+        ROBOT,
+        " && ".join(
+            [
+                "chmod 0777 /opt/edge-app/shared/data",
+                "echo '# edited by hand' >> /etc/systemd/system/edge-app-rollback.service",
+                "echo '{}' > /etc/edge-agent/edge-app.json",
+                "echo 'not json' > /var/lib/edge-agent/edge-app/incoming/metadata/timestamp.json",
+                "echo 'print(1)' > /opt/edge-agent/edge-agent.pyz",
+                "systemctl disable --now edge-app-recover.timer",
+                "gpasswd -d edge-app video",
+            ]
+        ),
+    )
     assert drift.returncode == 0, drift.stderr
     assert sh(fleet, ROBOT, sums).stdout != before
     run = push(fleet, releases, "v1.0.0")
@@ -320,8 +328,13 @@ def test_agent_killed_mid_activation_is_undone_without_a_reboot(fleet, releases)
         "stopped); v3.0.0 may be tried again"
     ), now["last"]
     assert "v3.0.0" not in now["bad"], now["bad"]
-    health = json.loads(sh(fleet, ROBOT, "curl -sf http://127.0.0.1:8080/healthz").stdout)
-    assert health["release"] == live, health  # the app was restarted on the gated release
+    # the app was restarted on the gated release: active as a unit first, then answering
+    health = wait_for(
+        lambda: sh(fleet, ROBOT, "curl -sf http://127.0.0.1:8080/healthz").stdout.strip(),
+        "the restarted app to answer /healthz",
+        attempts=40,
+    )
+    assert json.loads(health)["release"] == live, health
     journal = sh(fleet, ROBOT, "journalctl -u edge-app-recover --no-pager -o cat").stdout
     assert "recovered: activate of v3.0.0 interrupted" in journal, journal[-2000:]
     assert sh(fleet, ROBOT, "ps -o lstart= -p 1").stdout == booted  # no reboot
