@@ -66,7 +66,7 @@ molecule:
 	  scripts/run-molecule $(MOLECULE_SCENARIOS)
 
 fleet:
-	pytest tests/fleet
+	pytest --durations=30 tests/fleet
 
 bench: setup
 	python benchmarks/engine_builder_bench.py
